@@ -1,0 +1,83 @@
+"""The one composition root: Settings -> index services -> conversation -> adapters.
+
+Nothing else in casebot constructs a service from settings; everything is
+passed in through constructors from here. Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from bot.conversation import Conversation
+from bot.settings import Settings
+from index.answer import AnswerPolicy, ExtractiveAnswerer
+from index.case import CaseIndex
+from index.embeddings import EmbeddingSpec, build_embedding
+from index.pipeline import Indexer
+from index.prompts import PromptLibrary
+from index.retrieve import HybridRetriever
+from index.store import ChromaLocation, ChunkStore, open_client
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything built from settings, shared by every adapter of one process."""
+
+    settings: Settings
+    case: CaseIndex
+    prompts: PromptLibrary
+    conversation: Conversation
+
+
+def embedding_spec(settings: Settings) -> EmbeddingSpec:
+    e = settings.embedding
+    return EmbeddingSpec(
+        provider=e.provider, model=e.model, base_url=e.base_url,
+        api_key=e.api_key.get_secret_value(), query_prefix=e.query_prefix,
+        passage_prefix=e.passage_prefix, batch_size=e.batch_size, timeout=e.timeout,
+    )
+
+
+def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
+    """Embedding model, Chroma store, indexer and answerer for the configured case."""
+    # Chroma and tokenizers must not phone home or fight over threads.
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    spec = embedding_spec(settings)
+    embedding = build_embedding(spec)
+    location = ChromaLocation(
+        path=settings.data_dir / "chroma", host=settings.chroma.host,
+        port=settings.chroma.port, ssl=settings.chroma.ssl,
+    )
+    store = ChunkStore(open_client(location), settings.chroma.collection, spec.fingerprint)
+    r = settings.retrieval
+    indexer = Indexer(store, embedding, settings.data_dir / "index.lock",
+                      chunk_chars=r.chunk_chars, chunk_overlap=r.chunk_overlap,
+                      batch_size=settings.embedding.batch_size)
+    retriever = HybridRetriever(store, embedding, dense_top_k=r.dense_top_k,
+                                keyword_top_k=r.keyword_top_k, rrf_k=r.rrf_k,
+                                refresh_seconds=r.refresh_seconds)
+    a = settings.answer
+    policy = AnswerPolicy(min_margin=a.min_margin, max_sentences=a.max_sentences,
+                          max_quote_chars=a.max_quote_chars)
+    answerer = ExtractiveAnswerer(retriever, embedding, prompts, policy, settings.default_language)
+    return CaseIndex(store, indexer, answerer, settings.articles_dir)
+
+
+def build_services(settings: Settings) -> Services:
+    """Build every service of the process from ``settings``."""
+    prompts = PromptLibrary()
+    case = build_case(settings, prompts)
+    conversation = Conversation(case, prompts, settings.chat, settings.default_language,
+                                case_name=settings.case_name)
+    return Services(settings, case, prompts, conversation)
+
+
+def configure_logging(level: str) -> None:
+    """Plain log lines on stderr; HTTP libraries that log URLs are kept quiet."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request URL at INFO; Telegram's URLs contain the bot token.
+    for noisy in ("httpx", "httpcore", "chromadb", "urllib3", "bm25s"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

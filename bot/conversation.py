@@ -1,0 +1,219 @@
+"""Platform-neutral conversation: a message in, a reply out.
+
+Written once, used by every adapter (terminal, Telegram, Matrix). It knows
+commands, admin checks, rate limits, question length and follow-ups; it
+knows nothing about how a platform delivers or renders messages. Blocking
+work (retrieval, indexing) runs in worker threads behind a semaphore, so an
+adapter's event loop never blocks and concurrency stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.settings import ChatSettings
+from index.answer import Answer
+from index.case import CaseIndex
+from index.errors import CasebotError
+from index.prompts import PromptLibrary
+from index.store import ArticleRecord
+from index.text import detect_language, is_stopword, words
+
+log = logging.getLogger(__name__)
+
+ADMIN_COMMANDS = frozenset({"reindex", "stats"})
+PUBLIC_COMMANDS = frozenset({"start", "help", "sources", "about", "ask"})
+_COMMAND = re.compile(r"^[/!](?P<name>[A-Za-z_]+)(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
+_FOLLOW_UP_START = re.compile(
+    r"^(und|aber|also|dann|und wie|und wer|und wann|and|but|so|what about|how about|then)\b", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message addressed to the bot, already stripped of platform syntax.
+
+    ``chat_id`` scopes follow-ups (a Telegram chat, a Matrix thread);
+    ``is_admin`` is decided by the adapter from its platform's admin list.
+    """
+
+    chat_id: str
+    user_id: str
+    text: str
+    is_admin: bool = False
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send back. ``answer`` or ``articles`` carry structure to render."""
+
+    kind: str  # answer | help | sources | about | stats | reindex | notice | error
+    text: str
+    language: str
+    answer: Answer | None = None
+    articles: tuple[ArticleRecord, ...] = ()
+    question: str = ""
+
+
+@dataclass
+class _Exchange:
+    question: str
+    retrieval_query: str
+    language: str
+
+
+@dataclass
+class Counters:
+    """Since start: questions answered and refused."""
+
+    answered: int = 0
+    refused: int = 0
+    by_user: dict[str, deque[float]] = field(default_factory=dict)
+
+
+class Conversation:
+    """The bot's behaviour, shared by all adapters."""
+
+    def __init__(
+        self,
+        case: CaseIndex,
+        prompts: PromptLibrary,
+        settings: ChatSettings,
+        default_language: str = "de",
+        case_name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._case = case
+        self._prompts = prompts
+        self._settings = settings
+        self._default_language = default_language
+        self._case_name = case_name
+        self._clock = clock
+        self._history: OrderedDict[str, _Exchange] = OrderedDict()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_answers)
+        self.counters = Counters()
+
+    # --- entry point -------------------------------------------------------------
+
+    async def handle(self, message: Incoming) -> Reply:
+        """Turn one incoming message into one reply. Never raises for bad input."""
+        text = message.text.strip()
+        language = message.language or detect_language(text, self._language_of(message.chat_id))
+        match = _COMMAND.match(text)
+        if match:
+            name = match.group("name").lower()
+            args = (match.group("args") or "").strip()
+            if name == "ask":
+                if not args:
+                    return self._notice("ask_usage", language)
+                return await self._question(message, args)
+            return await self._command(name, message, language)
+        if not text:
+            return self._notice("empty_question", language)
+        return await self._question(message, text)
+
+    # --- questions ---------------------------------------------------------------
+
+    async def _question(self, message: Incoming, question: str) -> Reply:
+        language = message.language or detect_language(question, self._language_of(message.chat_id))
+        if len(question) > self._settings.max_question_chars:
+            return self._notice("too_long", language, limit=self._settings.max_question_chars)
+        if self._rate_limited(message.user_id):
+            return self._notice("rate_limited", language)
+        retrieval_query = self._with_context(message.chat_id, question)
+        try:
+            async with self._slots:
+                answer = await asyncio.to_thread(self._case.ask, question, language, retrieval_query)
+        except CasebotError as error:
+            log.warning("answering failed: %s", error)
+            return Reply("error", self._prompts.text(language, "error").format(reason=error), language)
+        self._remember(message.chat_id, _Exchange(question, retrieval_query, answer.language))
+        if answer.refused:
+            self.counters.refused += 1
+        else:
+            self.counters.answered += 1
+        return Reply("answer", answer.text, answer.language, answer=answer, question=question)
+
+    def _with_context(self, chat_id: str, question: str) -> str:
+        """Expand a follow-up ("und wann war das?") with the previous question."""
+        previous = self._history.get(chat_id)
+        if previous is None:
+            return question
+        content = [w for w in words(question) if not is_stopword(w) and len(w) > 1]
+        if len(content) <= 2 or _FOLLOW_UP_START.match(question.strip()):
+            return f"{previous.retrieval_query} {question}"
+        return question
+
+    def _remember(self, chat_id: str, exchange: _Exchange) -> None:
+        self._history[chat_id] = exchange
+        self._history.move_to_end(chat_id)
+        while len(self._history) > self._settings.history_chats:
+            self._history.popitem(last=False)
+
+    def _language_of(self, chat_id: str) -> str:
+        previous = self._history.get(chat_id)
+        return previous.language if previous else self._default_language
+
+    def _rate_limited(self, user_id: str) -> bool:
+        now = self._clock()
+        window = self.counters.by_user.setdefault(user_id, deque())
+        while window and now - window[0] > self._settings.rate_limit_seconds:
+            window.popleft()
+        if len(window) >= self._settings.rate_limit_count:
+            return True
+        window.append(now)
+        return False
+
+    # --- commands ----------------------------------------------------------------
+
+    async def _command(self, name: str, message: Incoming, language: str) -> Reply:
+        if name in ADMIN_COMMANDS:
+            if not message.is_admin:
+                log.warning("refused admin command /%s from user %s", name, message.user_id)
+                return self._notice("admin_only", language)
+            if name == "reindex":
+                return await self.reindex(language)
+            return await self._stats(language)
+        if name in ("start", "help"):
+            stats = await asyncio.to_thread(self._case.stats)
+            text = self._prompts.text(language, "help").format(case=self._case_name, articles=stats.articles)
+            return Reply("help", text, language)
+        if name == "about":
+            return Reply("about", self._prompts.text(language, "about"), language)
+        if name == "sources":
+            articles = tuple(await asyncio.to_thread(self._case.sources))
+            heading = self._prompts.text(language, "sources_list").format(count=len(articles))
+            return Reply("sources", heading, language, articles=articles)
+        return self._notice("unknown_command", language, command=name)
+
+    async def reindex(self, language: str) -> Reply:
+        """Re-scan the articles folder (incrementally) and report the summary line."""
+        started = self._clock()
+        try:
+            report = await asyncio.to_thread(self._case.index)
+        except CasebotError as error:
+            return Reply("error", self._prompts.text(language, "error").format(reason=error), language)
+        text = self._prompts.text(language, "reindexed").format(
+            summary=report.summary(), seconds=self._clock() - started
+        )
+        for failure in report.failures[:10]:
+            text += f"\n- {failure}"
+        return Reply("reindex", text, language)
+
+    async def _stats(self, language: str) -> Reply:
+        stats = await asyncio.to_thread(self._case.stats)
+        text = self._prompts.text(language, "stats").format(
+            answered=self.counters.answered, refused=self.counters.refused,
+            articles=stats.articles, chunks=stats.chunks,
+        )
+        return Reply("stats", text, language)
+
+    def _notice(self, name: str, language: str, **values: object) -> Reply:
+        return Reply("notice", self._prompts.text(language, name).format(**values), language)

@@ -1,0 +1,280 @@
+"""Extractive answers with numbered citations, and the decision to refuse.
+
+No language model is involved: the answer quotes the sentences of the
+retrieved passages that best match the question, numbers each quoted article
+once (``[1]``, ``[2]``) and lists only those articles. The bot refuses,
+citing nothing, when
+
+* the question is closer to a reference set of off-topic requests (weather,
+  poems, small talk, general knowledge) than the best passage is to the
+  question by a margin (the multilingual model's scores have a
+  question-dependent baseline, which this margin removes), or
+* the question asks for a kind of fact (a date, a number) that the best
+  sentence does not contain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from index.chunking import chunk_sentences
+from index.prompts import PromptLibrary
+from index.retrieve import HybridRetriever, KeywordIndex, Passage
+from index.text import detect_language, is_stopword, stems, word_stems, words
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One cited article and the words quoted from it."""
+
+    n: int
+    article_id: str
+    url: str
+    title: str
+    outlet: str
+    published: str
+    quote: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "n": self.n, "url": self.url, "title": self.title, "outlet": self.outlet,
+            "published": self.published, "quote": self.quote, "article_id": self.article_id,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply to one question: the text, whether it refused, and its sources."""
+
+    text: str
+    refused: bool
+    language: str
+    citations: tuple[Citation, ...] = ()
+    confidence: float = 0.0
+    mode: str = "extractive"
+    notice: str = ""  # e.g. "the language model was unreachable"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "answer": self.text,
+            "refused": self.refused,
+            "language": self.language,
+            "citations": [c.as_dict() for c in self.citations],
+            "confidence": round(self.confidence, 4),
+            "mode": self.mode,
+            "notice": self.notice,
+        }
+
+
+@dataclass(frozen=True)
+class AnswerPolicy:
+    """Tunable thresholds of the extractive answerer (calibrated on dev.jsonl)."""
+
+    passages: int = 4  # passages the answer may quote from
+    max_sentences: int = 3
+    max_quote_chars: int = 700
+    min_margin: float = 0.043  # best passage cosine minus off-topic reference cosine
+    lexical_weight: float = 0.06
+    sentence_slack: float = 0.02  # how far behind the best a further sentence may score
+    min_sentence_words: int = 4
+
+
+@dataclass
+class _Candidate:
+    sentence: str
+    passage: Passage
+    order: int  # position in the passage, to quote in reading order
+    score: float = 0.0
+    lexical: float = 0.0
+
+
+_TEMPORAL_Q = re.compile(
+    r"\b(wann|seit wann|bis wann|in welchem jahr|an welchem tag|when|what year|which year|since when|"
+    r"what date|which date|how long ago)\b", re.IGNORECASE)
+_QUANTITY_Q = re.compile(
+    r"\b(wie ?viele?n?|wie hoch|wie groß|wie gross|wie teuer|was kostet|wie lange|welche summe|"
+    r"how many|how much|how high|how large|how big|how long|what percentage|what share)\b",
+    re.IGNORECASE)
+_MONTHS = (
+    "januar|jänner|februar|märz|april|mai|juni|juli|august|september|oktober|november|dezember|"
+    "january|february|march|may|june|july|october|december"
+)
+_TEMPORAL_A = re.compile(
+    rf"\b(1[5-9]\d\d|20\d\d|{_MONTHS}|montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonntag|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|gestern|vorgestern|yesterday|"
+    r"\d{1,2}\.\s?\d{1,2}\.(\d{2,4})?|\d{4}-\d{2}-\d{2})\b", re.IGNORECASE)
+_NUMBER_WORDS = (
+    "eins|zwei|drei|vier|fünf|sechs|sieben|acht|neun|zehn|elf|zwölf|zwanzig|dreißig|hundert|tausend|"
+    "million|millionen|milliarde|milliarden|one|two|three|four|five|six|seven|eight|nine|ten|"
+    "twelve|twenty|hundred|thousand|millions?|billions?|dutzend|dozens?"
+)
+_QUANTITY_A = re.compile(rf"(\d|\b({_NUMBER_WORDS})\b)", re.IGNORECASE)
+
+
+class ExtractiveAnswerer:
+    """Answers a question from retrieved passages, quoting and citing them."""
+
+    def __init__(
+        self,
+        retriever: HybridRetriever,
+        embedding: BaseEmbedding,
+        prompts: PromptLibrary,
+        policy: AnswerPolicy | None = None,
+        default_language: str = "de",
+    ) -> None:
+        self._retriever = retriever
+        self._embedding = embedding
+        self._prompts = prompts
+        self._policy = policy or AnswerPolicy()
+        self._default_language = default_language
+        self._reference: np.ndarray | None = None
+
+    def _reference_vectors(self) -> np.ndarray:
+        if self._reference is None:
+            texts = self._prompts.offtopic_reference()
+            self._reference = np.asarray(self._embedding.get_text_embedding_batch(texts), dtype=np.float32)
+        return self._reference
+
+    def invalidate(self) -> None:
+        """The index changed: check the keyword index before the next answer."""
+        self._retriever.invalidate()
+
+    def warm_up(self) -> None:
+        """Load the model and the keyword index now instead of on the first question."""
+        self._reference_vectors()
+        self._retriever.keyword_index()
+
+    def answer(self, question: str, language: str | None = None, retrieval_query: str | None = None) -> Answer:
+        """Answer ``question`` (in ``language``, else its detected language).
+
+        ``retrieval_query`` overrides what is searched for (a follow-up
+        question expanded with the previous one) while the reply's language
+        and the type checks still follow ``question``.
+        """
+        language = language or detect_language(question, self._default_language)
+        query = retrieval_query or question
+        passages = self._retriever.retrieve(query, top_k=max(self._policy.passages * 2, 8))
+        if not passages:
+            return self.refusal(language, "empty")
+        query_vector = np.asarray(self._embedding.get_query_embedding(query), dtype=np.float32)
+        off_topic = float(np.max(self._reference_vectors() @ query_vector))
+        best_dense = max(p.dense for p in passages)
+        margin = best_dense - off_topic
+        if margin < self._policy.min_margin:
+            return self.refusal(language, "off-topic", confidence=margin)
+
+        keywords = self._retriever.keyword_index()
+        chosen = self._select(query, passages, keywords)
+        if not chosen:
+            return self.refusal(language, "no-sentence", confidence=margin)
+        best = chosen[0].sentence
+        if _TEMPORAL_Q.search(question) and not _TEMPORAL_A.search(best):
+            return self.refusal(language, "no-date", confidence=margin)
+        if _QUANTITY_Q.search(question) and not _QUANTITY_A.search(best):
+            return self.refusal(language, "no-number", confidence=margin)
+        return self._compose(chosen, language, margin)
+
+    def _select(self, question: str, passages: Sequence[Passage], keywords: KeywordIndex) -> list[_Candidate]:
+        """Rank the sentences of the best passages; keep the best few."""
+        policy = self._policy
+        question_words = _question_words(question)
+        weights = {w: max((keywords.idf(s) for s in variants), default=0.0)
+                   for w, variants in question_words.items()}
+        total = sum(weights.values()) or 1.0
+        ranked = sorted(passages, key=lambda p: -p.dense)
+        top_dense = ranked[0].dense
+        # Passages within reach of the best one by meaning, or found by BM25 among the top.
+        pool = [p for p in passages[: policy.passages * 2]
+                if p.dense >= top_dense - 0.04 or p.ranks.get("keyword", 99) <= 2][: policy.passages]
+        candidates: dict[str, _Candidate] = {}
+        for passage in pool:
+            language = str(passage.chunk.metadata.get("language", "de"))
+            for order, sentence in enumerate(chunk_sentences(passage.chunk.text)):
+                if len(sentence.split()) < policy.min_sentence_words:
+                    continue
+                sentence_stems = set(stems(sentence, language))
+                matched = sum(weights[w] for w, variants in question_words.items()
+                              if variants & sentence_stems)
+                lexical = matched / total
+                score = passage.dense + policy.lexical_weight * lexical + 0.5 * passage.fused
+                key = sentence.strip()
+                known = candidates.get(key)
+                if known is None or score > known.score:
+                    candidates[key] = _Candidate(sentence.strip(), passage, order, score, lexical)
+        ordered = sorted(candidates.values(), key=lambda c: -c.score)
+        if not ordered:
+            return []
+        best = ordered[0].score
+        chosen: list[_Candidate] = []
+        size = 0
+        for candidate in ordered:
+            if len(chosen) >= policy.max_sentences or candidate.score < best - policy.sentence_slack:
+                break
+            if size + len(candidate.sentence) > policy.max_quote_chars and chosen:
+                break
+            chosen.append(candidate)
+            size += len(candidate.sentence)
+        return chosen
+
+    def _compose(self, chosen: list[_Candidate], language: str, confidence: float) -> Answer:
+        """Group quotes by article, number articles in order of first use."""
+        numbers: dict[str, int] = {}
+        quotes: dict[str, list[_Candidate]] = {}
+        for candidate in chosen:
+            article_id = candidate.passage.chunk.article_id
+            numbers.setdefault(article_id, len(numbers) + 1)
+            quotes.setdefault(article_id, []).append(candidate)
+        parts = []
+        citations = []
+        for article_id, n in numbers.items():
+            group = sorted(quotes[article_id],
+                           key=lambda c: (int(c.passage.chunk.metadata.get("position", 0)), c.order))
+            quote = " ".join(c.sentence for c in group)
+            parts.append(self._prompts.text(language, "quote").format(quote=quote, n=n))
+            meta = group[0].passage.chunk.metadata
+            citations.append(Citation(
+                n=n, article_id=article_id, url=str(meta.get("url", "")),
+                title=str(meta.get("title", "")), outlet=str(meta.get("outlet", "")),
+                published=str(meta.get("published", "")), quote=quote,
+            ))
+        intro = self._prompts.text(language, "answer_intro")
+        text = intro + "\n" + "\n".join(parts)
+        return Answer(text=text, refused=False, language=language,
+                      citations=tuple(citations), confidence=confidence)
+
+    def refusal(self, language: str, reason: str, confidence: float = 0.0) -> Answer:
+        """The "the articles do not say" answer, citing nothing."""
+        return Answer(text=self._prompts.text(language, "refusal"), refused=True,
+                      language=language, confidence=confidence, mode=f"refused:{reason}")
+
+
+def _question_words(question: str) -> dict[str, set[str]]:
+    """Content words of a question with their stems in every language."""
+    result: dict[str, set[str]] = {}
+    for word in words(question):
+        if is_stopword(word) or len(word) < 2:
+            continue
+        result[word] = word_stems(word)
+    return result
+
+
+def sources_block(citations: Sequence[Citation], language: str, prompts: PromptLibrary) -> str:
+    """Plain-text list of cited articles: ``[n] Title — Outlet, date — URL``."""
+    if not citations:
+        return ""
+    lines = [prompts.text(language, "sources_heading")]
+    for c in citations:
+        attribution = ", ".join(x for x in (c.outlet, c.published) if x)
+        line = f"[{c.n}] {c.title}"
+        if attribution:
+            line += f" — {attribution}"
+        if c.url:
+            line += f" — {c.url}"
+        lines.append(line)
+    return "\n".join(lines)
+

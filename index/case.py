@@ -1,0 +1,80 @@
+"""The knowledge side's one entry point: index a case, ask it, list its sources.
+
+:class:`CaseIndex` is what the chat side talks to. Its methods block (they
+embed and query Chroma), so async callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from index.answer import Answer, ExtractiveAnswerer
+from index.pipeline import Indexer, IndexReport, ProgressCallback
+from index.store import ArticleRecord, ChunkStore
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """Size of the index, for ``/stats`` and ``/help``."""
+
+    articles: int
+    chunks: int
+
+
+class CaseIndex:
+    """Indexing and answering for one case (one articles folder, one collection)."""
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        indexer: Indexer,
+        answerer: ExtractiveAnswerer,
+        articles_dir: Path,
+    ) -> None:
+        self._store = store
+        self._indexer = indexer
+        self._answerer = answerer
+        self.articles_dir = articles_dir
+        self._index_lock = threading.Lock()
+
+    def index(
+        self,
+        paths: Sequence[Path] | None = None,
+        rebuild: bool = False,
+        prune: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> IndexReport:
+        """Index ``paths`` (default: the articles folder); see :meth:`Indexer.run`."""
+        with self._index_lock:
+            report = self._indexer.run(list(paths or [self.articles_dir]), rebuild, prune, progress)
+        self._answerer.invalidate()
+        return report
+
+    def ensure_indexed(self, progress: ProgressCallback | None = None) -> IndexReport | None:
+        """Build the index from the articles folder if it is empty."""
+        if self._store.count():
+            return None
+        return self.index(progress=progress)
+
+    def ask(self, question: str, language: str | None = None, retrieval_query: str | None = None) -> Answer:
+        """Answer one question from the indexed articles."""
+        return self._answerer.answer(question, language, retrieval_query)
+
+    def refusal(self, language: str) -> Answer:
+        """The standard "not in the articles" answer."""
+        return self._answerer.refusal(language, "policy")
+
+    def sources(self) -> list[ArticleRecord]:
+        """Indexed articles, newest first."""
+        records = list(self._store.articles().values())
+        return sorted(records, key=lambda r: (r.published, r.title), reverse=True)
+
+    def stats(self) -> IndexStats:
+        return IndexStats(articles=len(self._store.articles()), chunks=self._store.count())
+
+    def warm_up(self) -> None:
+        """Load models and the keyword index before the first question."""
+        self._answerer.warm_up()

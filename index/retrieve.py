@@ -1,0 +1,187 @@
+"""Hybrid retrieval: BM25 over stemmed words plus dense vectors, fused by rank.
+
+BM25 finds names, numbers and rare words exactly; the multilingual vectors
+find paraphrases and the other language. Reciprocal rank fusion combines the
+two lists without having to calibrate their scores against each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import bm25s
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from index.store import ChunkStore, StoredChunk
+from index.text import query_stems, stems
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk with the evidence for it."""
+
+    chunk: StoredChunk
+    dense: float = 0.0  # cosine similarity to the question
+    keyword: float = 0.0  # BM25 score (0 when BM25 did not find it)
+    fused: float = 0.0  # reciprocal-rank-fusion score
+    ranks: dict[str, int] = field(default_factory=dict)
+
+
+def reciprocal_rank_fusion(rankings: dict[str, Sequence[str]], k: int = 60) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(id) = sum over lists of 1 / (k + rank).
+
+    Ranks start at 1. Ties keep the order of first appearance, so the result
+    is deterministic. ``k`` damps the weight of the very top ranks (60 is the
+    value from Cormack et al., 2009).
+    """
+    scores: dict[str, float] = {}
+    for ids in rankings.values():
+        for rank, item in enumerate(ids, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+class KeywordIndex:
+    """BM25 (bm25s) over the stemmed words of every stored chunk.
+
+    Passages are stemmed in their article's language; questions in every
+    language (see :func:`index.text.query_stems`).
+    """
+
+    def __init__(self, chunks: Iterable[StoredChunk]) -> None:
+        self.chunks: list[StoredChunk] = []
+        corpus: list[list[str]] = []
+        doc_freq: dict[str, int] = {}
+        for chunk in chunks:
+            tokens = stems(chunk.text, str(chunk.metadata.get("language", "de")))
+            self.chunks.append(chunk)
+            corpus.append(tokens or ["\u2400"])  # bm25s needs a token per document
+            for token in set(tokens):
+                doc_freq[token] = doc_freq.get(token, 0) + 1
+        self._doc_freq = doc_freq
+        self._bm25: bm25s.BM25 | None = None
+        if corpus:
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(corpus, show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def idf(self, stem: str) -> float:
+        """Smoothed inverse document frequency; unseen words get the maximum."""
+        n = max(len(self.chunks), 1)
+        df = self._doc_freq.get(stem, 0)
+        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+    def knows(self, stem: str) -> bool:
+        """True if any chunk contains the stem."""
+        return stem in self._doc_freq
+
+    def search(self, question_stems: list[str], top_k: int) -> list[tuple[StoredChunk, float]]:
+        """The ``top_k`` best BM25 matches with a positive score."""
+        if self._bm25 is None or not question_stems:
+            return []
+        scores = self._bm25.get_scores(question_stems)
+        k = min(top_k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(self.chunks[i], float(scores[i])) for i in best if scores[i] > 0]
+
+
+class HybridRetriever:
+    """Dense + BM25 retrieval over a :class:`ChunkStore`, fused by RRF.
+
+    The keyword index is built from the store on first use and rebuilt when
+    the store's generation changes (another process re-indexed), checked at
+    most every ``refresh_seconds``.
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        embedding: BaseEmbedding,
+        dense_top_k: int = 20,
+        keyword_top_k: int = 20,
+        rrf_k: int = 60,
+        refresh_seconds: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._embedding = embedding
+        self._dense_top_k = dense_top_k
+        self._keyword_top_k = keyword_top_k
+        self._rrf_k = rrf_k
+        self._refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._keywords: KeywordIndex | None = None
+        self._generation = -1
+        self._checked_at = 0.0
+
+    def keyword_index(self) -> KeywordIndex:
+        """The current keyword index, rebuilt if the store changed."""
+        with self._lock:
+            now = time.monotonic()
+            if self._keywords is None or now - self._checked_at >= self._refresh_seconds:
+                generation = self._store.generation()
+                self._checked_at = now
+                if self._keywords is None or generation != self._generation:
+                    started = time.perf_counter()
+                    self._keywords = KeywordIndex(self._store.iter_chunks())
+                    self._generation = generation
+                    log.info("keyword index: %d chunks in %.2fs (generation %d)",
+                             len(self._keywords), time.perf_counter() - started, generation)
+            return self._keywords
+
+    def invalidate(self) -> None:
+        """Force a generation check on the next query (after a local re-index)."""
+        with self._lock:
+            self._checked_at = 0.0
+
+    def retrieve(self, question: str, top_k: int = 8) -> list[Passage]:
+        """The ``top_k`` best passages for ``question``, best first."""
+        keywords = self.keyword_index()
+        if not len(keywords):
+            return []
+        query_vector = np.asarray(self._embedding.get_query_embedding(question), dtype=np.float32)
+        dense_hits = self._store.query(query_vector.tolist(), self._dense_top_k)
+        keyword_hits = keywords.search(query_stems(question), self._keyword_top_k)
+
+        passages: dict[str, Passage] = {}
+        for rank, (chunk, cosine) in enumerate(dense_hits, start=1):
+            passages[chunk.chunk_id] = Passage(chunk, dense=cosine, ranks={"dense": rank})
+        for rank, (chunk, score) in enumerate(keyword_hits, start=1):
+            passage = passages.setdefault(chunk.chunk_id, Passage(chunk, dense=float("nan")))
+            passage.keyword = score
+            passage.ranks["keyword"] = rank
+
+        fused = reciprocal_rank_fusion(
+            {
+                "dense": [c.chunk_id for c, _ in dense_hits],
+                "keyword": [c.chunk_id for c, _ in keyword_hits],
+            },
+            k=self._rrf_k,
+        )
+        result = []
+        for chunk_id, score in fused[:top_k]:
+            passage = passages[chunk_id]
+            passage.fused = score
+            result.append(passage)
+        self._fill_dense(result, query_vector)
+        return result
+
+    def _fill_dense(self, passages: list[Passage], query_vector: np.ndarray) -> None:
+        """Give keyword-only hits their cosine too (the answerer compares them)."""
+        missing = [p for p in passages if math.isnan(p.dense)]
+        if not missing:
+            return
+        vectors = self._store.embeddings([p.chunk.chunk_id for p in missing])
+        for passage in missing:
+            vector = vectors.get(passage.chunk.chunk_id)
+            passage.dense = float(np.dot(vector, query_vector)) if vector is not None else 0.0

@@ -1,0 +1,244 @@
+"""The Chroma store, through llama-index's ``ChromaVectorStore``.
+
+One collection holds every chunk with its vector, text and attribution; it is
+the single source of truth (no side docstore that could disagree with it).
+An article counts as indexed when its chunk 0 exists: chunk 0 is written
+last and deleted first, so an interrupted write is redone on the next run.
+The collection's metadata records the embedding model that built it and a
+generation number that every change bumps, so that other processes sharing a
+Chroma server know when to reload their keyword index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.schema import TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery
+from llama_index.vector_stores.chroma import ChromaVectorStore
+
+from index.chunking import Chunk
+from index.errors import IndexMismatchError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_KEY = "casebot_embedding"
+DIMENSION_KEY = "casebot_dimension"
+GENERATION_KEY = "casebot_generation"
+_PAGE = 2000
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as read back from the store (text plus flat metadata)."""
+
+    chunk_id: str
+    text: str
+    metadata: dict[str, Any]
+
+    @property
+    def article_id(self) -> str:
+        return str(self.metadata.get("article_id", ""))
+
+
+@dataclass(frozen=True)
+class ArticleRecord:
+    """What the store knows of one indexed article (from its chunk 0)."""
+
+    article_id: str
+    title: str
+    outlet: str
+    url: str
+    published: str
+    language: str
+    path: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class ChromaLocation:
+    """Where Chroma lives: a folder (embedded) or a server (host, port)."""
+
+    path: Path | None = None
+    host: str = ""
+    port: int = 8000
+    ssl: bool = False
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port}" if self.host else str(self.path)
+
+
+def open_client(location: ChromaLocation) -> Any:
+    """Open an embedded ``PersistentClient`` or an ``HttpClient``, telemetry off."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if location.host:
+            return chromadb.HttpClient(
+                host=location.host, port=location.port, ssl=location.ssl, settings=settings
+            )
+        assert location.path is not None
+        location.path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(location.path), settings=settings)
+    except Exception as exc:  # chromadb raises several unrelated types here
+        raise StoreUnavailableError(
+            f"Cannot open the Chroma store at {location.describe()}: {exc}"
+        ) from exc
+
+
+class ChunkStore:
+    """Chunks of one case in one Chroma collection."""
+
+    def __init__(self, client: Any, collection_name: str, embedding_fingerprint: str) -> None:
+        self._client = client
+        self._name = collection_name
+        self._fingerprint = embedding_fingerprint
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self._collection = self._client.get_or_create_collection(
+                self._name,
+                metadata={EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: 0},
+                configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=None,
+            )
+        except Exception as exc:
+            raise StoreUnavailableError(f"Cannot open the Chroma collection '{self._name}': {exc}") from exc
+        self._vectors = ChromaVectorStore(chroma_collection=self._collection)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def ensure_compatible(self) -> None:
+        """Refuse to mix vectors: raise if another model built the collection."""
+        built_with = (self._collection.metadata or {}).get(EMBEDDING_KEY)
+        if built_with and built_with != self._fingerprint:
+            raise IndexMismatchError(
+                f"The index '{self._name}' was built with the embedding model {built_with}, "
+                f"but the settings select {self._fingerprint}. Rebuild it with "
+                "`casebot index --rebuild` (or switch the settings back)."
+            )
+
+    def reset(self) -> None:
+        """Drop and recreate the collection, now owned by the configured model."""
+        try:
+            self._client.delete_collection(self._name)
+        except Exception:  # chromadb raises NotFoundError or ValueError by version
+            log.debug("collection %s did not exist", self._name)
+        self._open()
+
+    # --- reading ---------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of chunks stored."""
+        return int(self._collection.count())
+
+    def generation(self) -> int:
+        """A number that changes whenever the indexed content changes."""
+        metadata = self._client.get_collection(self._name).metadata or {}
+        return int(metadata.get(GENERATION_KEY, 0))
+
+    def articles(self) -> dict[str, ArticleRecord]:
+        """Every completely indexed article, by id."""
+        result = self._collection.get(where={"position": 0}, include=["metadatas"])
+        records = {}
+        for metadata in result["metadatas"] or []:
+            record = ArticleRecord(
+                article_id=str(metadata.get("article_id", "")),
+                title=str(metadata.get("title", "")),
+                outlet=str(metadata.get("outlet", "")),
+                url=str(metadata.get("url", "")),
+                published=str(metadata.get("published", "")),
+                language=str(metadata.get("language", "")),
+                path=str(metadata.get("path", "")),
+                content_hash=str(metadata.get("content_hash", "")),
+            )
+            records[record.article_id] = record
+        return records
+
+    def iter_chunks(self) -> Iterator[StoredChunk]:
+        """Every stored chunk, paged so that memory stays flat."""
+        offset = 0
+        while True:
+            page = self._collection.get(
+                include=["documents", "metadatas"], limit=_PAGE, offset=offset
+            )
+            ids = page["ids"]
+            if not ids:
+                return
+            for chunk_id, text, metadata in zip(ids, page["documents"] or [], page["metadatas"] or []):
+                yield StoredChunk(chunk_id, text or "", _public_metadata(metadata))
+            offset += len(ids)
+
+    def query(self, embedding: Sequence[float], top_k: int) -> list[tuple[StoredChunk, float]]:
+        """The ``top_k`` nearest chunks with their cosine similarity."""
+        result = self._vectors.query(
+            VectorStoreQuery(query_embedding=list(embedding), similarity_top_k=top_k),
+            include=["documents", "metadatas", "distances"],
+        )
+        hits = []
+        for node, similarity in zip(result.nodes or [], result.similarities or []):
+            # ChromaVectorStore reports exp(-distance); cosine distance is 1 - cos.
+            cosine = 1.0 + math.log(max(similarity, 1e-12))
+            hits.append((StoredChunk(node.node_id, node.get_content(), dict(node.metadata)), cosine))
+        return hits
+
+    def embeddings(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of the given chunks (unit length, cosine space)."""
+        if not chunk_ids:
+            return {}
+        result = self._collection.get(ids=list(chunk_ids), include=["embeddings"])
+        vectors = result["embeddings"]
+        if vectors is None:
+            return {}
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(result["ids"], vectors)}
+
+    # --- writing ---------------------------------------------------------------
+
+    def replace_article(self, article_id: str, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
+        """Atomically-enough replace one article's chunks.
+
+        Old chunks go first (chunk 0 among them, so the article reads as not
+        indexed), then the new chunks with chunk 0 last. A crash anywhere in
+        between leaves no chunk 0, and the next run re-indexes the article.
+        """
+        self.remove_article(article_id)
+        nodes = [
+            TextNode(id_=chunk.chunk_id, text=chunk.text, metadata=chunk.metadata,
+                     embedding=list(vector),
+                     excluded_embed_metadata_keys=list(chunk.metadata),
+                     excluded_llm_metadata_keys=list(chunk.metadata))
+            for chunk, vector in zip(chunks, embeddings)
+        ]
+        nodes.sort(key=lambda n: n.metadata["position"] == 0)  # chunk 0 last
+        self._vectors.add(nodes)
+
+    def remove_article(self, article_id: str) -> None:
+        """Delete every chunk of one article (chunk 0 first)."""
+        self._collection.delete(where={"$and": [{"article_id": article_id}, {"position": 0}]})
+        self._collection.delete(where={"article_id": article_id})
+
+    def bump_generation(self) -> int:
+        """Record that the content changed; returns the new generation."""
+        generation = self.generation() + 1
+        self._collection.modify(
+            metadata={EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation}
+        )
+        return generation
+
+
+_LLAMA_KEYS = frozenset({"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"})
+
+
+def _public_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (metadata or {}).items() if k not in _LLAMA_KEYS}
