@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import tempfile
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bot.settings import ChatSettings
 from index.answer import Answer
+from index.articles import SUPPORTED_SUFFIXES
 from index.case import CaseIndex
 from index.errors import CasebotError
+from index.pipeline import IndexReport
 from index.prompts import PromptLibrary
 from index.store import ArticleRecord
 from index.text import detect_language, is_stopword, words
@@ -207,6 +211,33 @@ class Conversation:
             text += f"\n- {failure}"
         return Reply("reindex", text, language)
 
+    async def add_article(
+        self, filename: str, content: bytes, is_admin: bool, user_id: str, language: str | None = None
+    ) -> Reply:
+        """Save an uploaded article into the articles folder and index it.
+
+        Admins only. The name is reduced to a safe base name; the file is
+        written to a temporary name and renamed, and removed again if it
+        cannot be indexed, so nothing half-written or unusable stays behind.
+        """
+        language = language or self._default_language
+        if not is_admin:
+            log.warning("refused article upload from user %s", user_id)
+            return self._notice("admin_only", language)
+        name = _safe_filename(filename)
+        if name is None:
+            return self._notice("upload_unsupported", language, name=filename[:80])
+        if len(content) > self._settings.max_upload_bytes:
+            return self._notice("upload_too_large", language, limit=self._settings.max_upload_bytes // 1000)
+        target = self._case.articles_dir / name
+        try:
+            report = await asyncio.to_thread(_save_and_index, self._case, target, content)
+        except CasebotError as error:
+            return Reply("error", self._prompts.text(language, "error").format(reason=error), language)
+        if report.failures:
+            return self._notice("upload_failed", language, reason=report.failures[0].reason)
+        return self._notice("upload_indexed", language, name=name, summary=report.summary())
+
     async def _stats(self, language: str) -> Reply:
         stats = await asyncio.to_thread(self._case.stats)
         text = self._prompts.text(language, "stats").format(
@@ -215,5 +246,40 @@ class Conversation:
         )
         return Reply("stats", text, language)
 
-    def _notice(self, name: str, language: str, **values: object) -> Reply:
-        return Reply("notice", self._prompts.text(language, name).format(**values), language)
+    def _notice(self, key: str, language: str, **values: object) -> Reply:
+        return Reply("notice", self._prompts.text(language, key).format(**values), language)
+
+
+def _safe_filename(filename: str) -> str | None:
+    """A plain base name with a supported suffix, or None."""
+    base = Path(filename.replace("\\", "/")).name
+    base = re.sub(r"[^\w.\-]+", "_", base).lstrip(".")
+    if not base or Path(base).suffix.lower() not in SUPPORTED_SUFFIXES:
+        return None
+    return base[:150]
+
+
+def _save_and_index(case: CaseIndex, target: Path, content: bytes) -> IndexReport:
+    """Write atomically, index that one file, and undo the write if it fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    previous = target.read_bytes() if target.exists() else None
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".upload-", delete=False) as tmp:
+        tmp.write(content)
+        tmp_path = Path(tmp.name)
+    try:
+        tmp_path.replace(target)
+        report = case.index([target])
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        _restore(target, previous)
+        raise
+    if report.failures:
+        _restore(target, previous)
+    return report
+
+
+def _restore(target: Path, previous: bytes | None) -> None:
+    if previous is None:
+        target.unlink(missing_ok=True)
+    else:
+        target.write_bytes(previous)

@@ -8,15 +8,27 @@ become one line naming the variable (see :func:`load_settings`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from index.errors import CasebotError
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEMO_ARTICLES = REPO_DIR / "data" / "articles"
+
+
+def _split_list(value: object) -> object:
+    """Accept ``a,b`` and ``a b`` as well as JSON lists in environment variables."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [item for item in text.replace(",", " ").split() if item]
+    return value
 
 
 class ChromaSettings(BaseModel):
@@ -68,6 +80,37 @@ class ChatSettings(BaseModel):
     rate_limit_seconds: float = Field(60.0, gt=0)
     max_concurrent_answers: int = Field(2, ge=1, le=64)
     history_chats: int = Field(10_000, ge=1)
+    max_upload_bytes: int = Field(2_000_000, ge=1)
+
+
+class TelegramSettings(BaseModel):
+    """python-telegram-bot adapter (``casebot run telegram``)."""
+
+    token: SecretStr = SecretStr("")
+    api_base_url: str = ""  # PTB base_url, e.g. a self-hosted Bot API server ".../bot"
+    api_file_url: str = ""  # PTB base_file_url; derived from api_base_url when empty
+    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    webhook_url: str = ""
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(8443, ge=1, le=65535)
+
+    _split_ids = field_validator("admin_ids", mode="before")(_split_list)
+
+
+class MatrixSettings(BaseModel):
+    """matrix-nio adapter (``casebot run matrix``)."""
+
+    homeserver: str = ""
+    user_id: str = ""
+    password: SecretStr = SecretStr("")
+    access_token: SecretStr = SecretStr("")
+    device_name: str = "casebot"
+    allowed_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pickle_key: SecretStr = SecretStr("")
+
+    _split_users = field_validator("allowed_users", "admins", mode="before")(_split_list)
 
 
 class Settings(BaseSettings):
@@ -93,6 +136,8 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     answer: AnswerSettings = AnswerSettings()
     chat: ChatSettings = ChatSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    matrix: MatrixSettings = MatrixSettings()
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -106,6 +151,6 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = "CASEBOT_" + "__".join(str(p) for p in error["loc"]).upper()
+            name = "CASEBOT_" + "__".join(str(p) for p in error["loc"] if isinstance(p, str)).upper()
             lines.append(f"invalid setting {name}: {error['msg']}")
         raise CasebotError("; ".join(lines)) from None

@@ -101,7 +101,7 @@ def build_embedding(spec: EmbeddingSpec) -> BaseEmbedding:
             from llama_index.embeddings.huggingface import HuggingFaceEmbedding
         except ImportError as exc:
             raise _missing_extra(spec.provider, "huggingface") from exc
-        return HuggingFaceEmbedding(  # type: ignore[no-any-return]
+        return HuggingFaceEmbedding(
             model_name=spec.model,
             query_instruction=spec.query_prefix or None,
             text_instruction=spec.passage_prefix or None,

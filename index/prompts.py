@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import prompts as _prompts_package
-
 from index.errors import CasebotError
 
 DEFAULT_DIR = Path(_prompts_package.__file__).resolve().parent

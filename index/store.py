@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from llama_index.core.schema import TextNode
+from llama_index.core.schema import BaseNode, TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
@@ -213,7 +213,7 @@ class ChunkStore:
         between leaves no chunk 0, and the next run re-indexes the article.
         """
         self.remove_article(article_id)
-        nodes = [
+        nodes: list[BaseNode] = [
             TextNode(id_=chunk.chunk_id, text=chunk.text, metadata=chunk.metadata,
                      embedding=list(vector),
                      excluded_embed_metadata_keys=list(chunk.metadata),

@@ -727,7 +727,7 @@ def _opt_int(params: Mapping[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(400, f"Bad Request: wrong parameter {name} in request")
-    return value
+    return int(value)
 
 
 def _opt_str(params: Mapping[str, Any], name: str) -> str | None:
@@ -914,6 +914,7 @@ class BotApiPeer:
         self._methods: dict[str, tuple[str, Callable[[JSON], Any]]] = {}
         for name, handler in (
             ("getMe", self._m_get_me),
+            ("getUpdates", self._m_get_updates_marker),
             ("sendMessage", self._m_send_message),
             ("sendDocument", self._m_send_document),
             ("sendChatAction", self._m_send_chat_action),
@@ -1862,6 +1863,9 @@ class BotApiPeer:
 
     def _m_true(self, params: JSON) -> Any:
         return True
+
+    def _m_get_updates_marker(self, params: JSON) -> Any:
+        raise AssertionError("getUpdates is served by the async _get_updates")
 
     def _m_get_me(self, params: JSON) -> Any:
         return self.bot.get_me()
