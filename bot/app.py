@@ -6,15 +6,20 @@ passed in through constructors from here. Nothing happens at import time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot.conversation import Conversation
+from bot.feedback import FeedbackStore
 from bot.settings import Settings
 from index.answer import AnswerPolicy, ExtractiveAnswerer
 from index.case import CaseIndex
 from index.embeddings import EmbeddingSpec, build_embedding
+from index.errors import CasebotError
 from index.pipeline import Indexer
 from index.prompts import PromptLibrary
 from index.retrieve import HybridRetriever
@@ -29,6 +34,7 @@ class Services:
     case: CaseIndex
     prompts: PromptLibrary
     conversation: Conversation
+    feedback: FeedbackStore
 
 
 def embedding_spec(settings: Settings) -> EmbeddingSpec:
@@ -72,7 +78,56 @@ def build_services(settings: Settings) -> Services:
     case = build_case(settings, prompts)
     conversation = Conversation(case, prompts, settings.chat, settings.default_language,
                                 case_name=settings.case_name)
-    return Services(settings, case, prompts, conversation)
+    feedback = FeedbackStore(settings.data_dir / "feedback.sqlite3")
+    return Services(settings, case, prompts, conversation, feedback)
+
+
+class Adapter(Protocol):
+    """A chat platform connection with a symmetric lifecycle.
+
+    ``start`` returns once the adapter receives messages (and cleans up after
+    itself if it fails); ``stop`` is safe to call after a failed start.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ADAPTERS = ("telegram", "matrix")
+
+
+def build_adapter(name: str, services: Services) -> Adapter:
+    """Construct one adapter from settings (imports its platform library lazily)."""
+    # --- telegram: wiring added by the Telegram adapter ---
+    # --- matrix: wiring added by the Matrix adapter ---
+    raise CasebotError(f"The {name} adapter is not available in this version.")
+
+
+async def run_adapters(services: Services, names: list[str]) -> None:
+    """Start the named adapters, run until SIGINT/SIGTERM, then stop them all."""
+    adapters = [build_adapter(name, services) for name in names]
+    await asyncio.to_thread(services.case.ensure_indexed)
+    await asyncio.to_thread(services.case.warm_up)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[Adapter] = []
+    try:
+        for adapter in adapters:
+            await adapter.start()
+            started.append(adapter)
+            logging.getLogger(__name__).warning("%s adapter running", adapter.name)
+        await stop.wait()
+    finally:
+        for adapter in reversed(started):
+            try:
+                await adapter.stop()
+            except Exception:
+                logging.getLogger(__name__).exception("stopping the %s adapter failed", adapter.name)
 
 
 def configure_logging(level: str) -> None:

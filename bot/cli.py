@@ -10,11 +10,12 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from bot.app import Services, build_services, configure_logging
+from bot.app import ADAPTERS, Services, build_services, configure_logging, run_adapters
 from bot.console import chat_loop, render_plain
 from bot.conversation import Reply
 from bot.settings import load_settings
@@ -43,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sources", help="list the indexed articles")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("run", help="run the chat bot(s)")
+    p.add_argument("platform", choices=["telegram", "matrix", "all"])
+
+    p = sub.add_parser("feedback", help="list readers' 👍/👎 feedback")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
 
     p = sub.add_parser("eval", help="score answers against a question file (shared/eval format)")
     p.add_argument("file", type=Path)
@@ -136,7 +144,30 @@ def _chat(services: Services, _args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"index": _print_index_report, "ask": _ask, "sources": _sources, "eval": _eval, "chat": _chat}
+def _run(services: Services, args: argparse.Namespace) -> int:
+    names = list(ADAPTERS) if args.platform == "all" else [args.platform]
+    asyncio.run(run_adapters(services, names))
+    return 0
+
+
+def _feedback(services: Services, args: argparse.Namespace) -> int:
+    entries = services.feedback.entries(limit=args.limit)
+    if args.json:
+        print(json.dumps([e.__dict__ for e in entries], ensure_ascii=False, indent=2))
+        return 0
+    up, down = services.feedback.counts()
+    print(f"👍 {up}  👎 {down}")
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created))
+        mark = "👍" if e.rating > 0 else "👎"
+        print(f"{when} {mark} [{e.platform}] {e.question}")
+    return 0
+
+
+COMMANDS = {
+    "index": _print_index_report, "ask": _ask, "sources": _sources, "eval": _eval, "chat": _chat,
+    "run": _run, "feedback": _feedback,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
