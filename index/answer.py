@@ -16,6 +16,7 @@ citing nothing, when
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,7 +82,12 @@ class AnswerPolicy:
     min_margin: float = 0.043  # best passage cosine minus off-topic reference cosine
     lexical_weight: float = 0.06
     sentence_slack: float = 0.02  # how far behind the best a further sentence may score
+    other_article_slack: float = 0.02  # ... when it would cite one more article
     min_sentence_words: int = 4
+    rerank_sentences: int = 6  # sentences embedded one by one per question
+    sentence_weight: float = 0.6  # sentence vs. passage similarity in the final score
+    short_sentence_chars: int = 160  # a best sentence shorter than this brings its successor
+    sentence_cache_size: int = 20_000
 
 
 @dataclass
@@ -133,6 +139,7 @@ class ExtractiveAnswerer:
         self._policy = policy or AnswerPolicy()
         self._default_language = default_language
         self._reference: np.ndarray | None = None
+        self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _reference_vectors(self) -> np.ndarray:
         if self._reference is None:
@@ -169,7 +176,7 @@ class ExtractiveAnswerer:
             return self.refusal(language, "off-topic", confidence=margin)
 
         keywords = self._retriever.keyword_index()
-        chosen = self._select(query, passages, keywords)
+        chosen = self._select(query, query_vector, passages, keywords)
         if not chosen:
             return self.refusal(language, "no-sentence", confidence=margin)
         best = chosen[0].sentence
@@ -179,15 +186,23 @@ class ExtractiveAnswerer:
             return self.refusal(language, "no-number", confidence=margin)
         return self._compose(chosen, language, margin)
 
-    def _select(self, question: str, passages: Sequence[Passage], keywords: KeywordIndex) -> list[_Candidate]:
-        """Rank the sentences of the best passages; keep the best few."""
+    def _select(
+        self, question: str, query_vector: np.ndarray, passages: Sequence[Passage], keywords: KeywordIndex
+    ) -> list[_Candidate]:
+        """Rank the sentences of the best passages; keep the best few.
+
+        A cheap first pass scores every sentence of the best passages by its
+        passage's similarity and by the question words it contains (IDF
+        weighted, stemmed in both languages). The best few are then embedded
+        one by one, because a chunk's vector cannot tell which of its
+        sentences answers; sentence vectors are cached.
+        """
         policy = self._policy
         question_words = _question_words(question)
         weights = {w: max((keywords.idf(s) for s in variants), default=0.0)
                    for w, variants in question_words.items()}
         total = sum(weights.values()) or 1.0
-        ranked = sorted(passages, key=lambda p: -p.dense)
-        top_dense = ranked[0].dense
+        top_dense = max(p.dense for p in passages)
         # Passages within reach of the best one by meaning, or found by BM25 among the top.
         pool = [p for p in passages[: policy.passages * 2]
                 if p.dense >= top_dense - 0.04 or p.ranks.get("keyword", 99) <= 2][: policy.passages]
@@ -201,25 +216,69 @@ class ExtractiveAnswerer:
                 matched = sum(weights[w] for w, variants in question_words.items()
                               if variants & sentence_stems)
                 lexical = matched / total
-                score = passage.dense + policy.lexical_weight * lexical + 0.5 * passage.fused
+                score = passage.dense + policy.lexical_weight * lexical
                 key = sentence.strip()
                 known = candidates.get(key)
                 if known is None or score > known.score:
-                    candidates[key] = _Candidate(sentence.strip(), passage, order, score, lexical)
-        ordered = sorted(candidates.values(), key=lambda c: -c.score)
+                    candidates[key] = _Candidate(key, passage, order, score, lexical)
+        ordered = sorted(candidates.values(), key=lambda c: -c.score)[: policy.rerank_sentences]
         if not ordered:
             return []
-        best = ordered[0].score
-        chosen: list[_Candidate] = []
-        size = 0
-        for candidate in ordered:
-            if len(chosen) >= policy.max_sentences or candidate.score < best - policy.sentence_slack:
+        vectors = self._sentence_vectors([c.sentence for c in ordered])
+        for candidate, vector in zip(ordered, vectors):
+            candidate.score = (
+                policy.sentence_weight * float(vector @ query_vector)
+                + (1 - policy.sentence_weight) * candidate.passage.dense
+                + policy.lexical_weight * candidate.lexical
+            )
+        ordered.sort(key=lambda c: -c.score)
+        best = ordered[0]
+        chosen = [best]
+        size = len(best.sentence)
+        follower = self._follower(best)
+        if follower is not None:
+            chosen.append(follower)
+            size += len(follower.sentence)
+        for candidate in ordered[1:]:
+            if len(chosen) >= policy.max_sentences or candidate.score < best.score - policy.sentence_slack:
                 break
-            if size + len(candidate.sentence) > policy.max_quote_chars and chosen:
-                break
+            same_article = candidate.passage.chunk.article_id == best.passage.chunk.article_id
+            if not same_article and candidate.score < best.score - policy.other_article_slack:
+                continue
+            if size + len(candidate.sentence) > policy.max_quote_chars or candidate.sentence in {
+                c.sentence for c in chosen
+            }:
+                continue
             chosen.append(candidate)
             size += len(candidate.sentence)
         return chosen
+
+    def _follower(self, best: _Candidate) -> _Candidate | None:
+        """The sentence after the best one in its passage, when the best is short.
+
+        Reasons and names often follow the sentence that matches the
+        question ("Twitter beendet … . Der Grund …"); quoting it gives the
+        reader the context that makes the quote an answer.
+        """
+        if len(best.sentence) > self._policy.short_sentence_chars:
+            return None
+        sentences = chunk_sentences(best.passage.chunk.text)
+        index = best.order + 1
+        if index >= len(sentences) or len(sentences[index].split()) < self._policy.min_sentence_words:
+            return None
+        return _Candidate(sentences[index].strip(), best.passage, index, best.score, 0.0)
+
+    def _sentence_vectors(self, sentences: list[str]) -> list[np.ndarray]:
+        missing = [s for s in sentences if s not in self._sentence_cache]
+        if missing:
+            vectors = self._embedding.get_text_embedding_batch(missing)
+            for sentence, vector in zip(missing, vectors):
+                self._sentence_cache[sentence] = np.asarray(vector, dtype=np.float32)
+                if len(self._sentence_cache) > self._policy.sentence_cache_size:
+                    self._sentence_cache.popitem(last=False)
+        for sentence in sentences:
+            self._sentence_cache.move_to_end(sentence)
+        return [self._sentence_cache[s] for s in sentences]
 
     def _compose(self, chosen: list[_Candidate], language: str, confidence: float) -> Answer:
         """Group quotes by article, number articles in order of first use."""

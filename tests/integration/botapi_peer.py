@@ -1420,7 +1420,11 @@ class BotApiPeer:
 
     @property
     def calls(self) -> list[Call]:
-        """All authorised requests so far, in arrival order (a copy)."""
+        """All authorised requests so far, in arrival order.
+
+        The list is a copy; the ``params`` dicts are the recorded ones, do not
+        mutate them.
+        """
         with self._lock:
             return list(self._calls)
 
@@ -2059,6 +2063,8 @@ class BotApiPeer:
             raise ApiError(400, "Bad Request: secret token contains unallowed characters")
         allowed = params.get("allowed_updates")
         if allowed is not None:
+            if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
+                raise ApiError(400, "Bad Request: can't parse allowed updates JSON object")
             self._allowed_updates = frozenset(allowed) if allowed else None
         if drop:
             self._updates.clear()
