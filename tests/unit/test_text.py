@@ -1,0 +1,32 @@
+from index.text import detect_language, normalize_text, query_stems, split_sentences, stems, words
+
+
+def test_normalize_removes_invisible_and_control_characters_and_composes() -> None:
+    raw = "Be\u200bho\u0308rde\u00ad\x07 sagt:\r\n\tSS7\ufeff"
+    assert normalize_text(raw) == "Behörde sagt:\nSS7"
+
+
+def test_sentences_stay_whole_around_abbreviations_and_ordinals() -> None:
+    text = ("Der Dienst habe dies dem U.S. Senator Ron Wyden mitgeteilt, z.B. am 10. Februar. "
+            "Mitto verschickt SMS bzw. Nachrichten. Dr. Meier sagt nichts!")
+    assert split_sentences(text) == [
+        "Der Dienst habe dies dem U.S. Senator Ron Wyden mitgeteilt, z.B. am 10. Februar.",
+        "Mitto verschickt SMS bzw. Nachrichten.",
+        "Dr. Meier sagt nichts!",
+    ]
+
+
+def test_language_detection() -> None:
+    assert detect_language("Welche Behörde hat Mitto ins Visier genommen?") == "de"
+    assert detect_language("Which US senator did Twitter inform?") == "en"
+    assert detect_language("Mitto", default="en") == "en"
+
+
+def test_compounds_yield_their_parts() -> None:
+    assert words("US-Senator") == ["us-senator", "us", "senator"]
+
+
+def test_question_stems_cover_both_languages() -> None:
+    german_passage = set(stems("Die Behörden ermitteln gegen Mitto.", "de"))
+    assert set(query_stems("Welche Behörde ermittelt?")) & german_passage >= {"behord"}
+    assert "investig" in query_stems("Who investigates?")
