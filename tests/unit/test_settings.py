@@ -25,3 +25,25 @@ def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(_env_file=None)
     assert "very-secret" not in repr(settings)
     assert settings.telegram.token.get_secret_value() == "123456:very-secret"
+
+
+def test_env_example_lists_every_setting() -> None:
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from bot.settings import Settings
+
+    def names(model: type[BaseModel], prefix: str) -> list[str]:
+        result = []
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                result += names(kind, f"{prefix}{name.upper()}__")
+            else:
+                result.append(f"{prefix}{name.upper()}")
+        return result
+
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text(encoding="utf-8")
+    missing = [n for n in names(Settings, "CASEBOT_") if f"{n}=" not in example]
+    assert not missing, f".env.example lacks {missing}"
