@@ -67,9 +67,25 @@ class RetrievalSettings(BaseModel):
 class AnswerSettings(BaseModel):
     """The extractive answerer's limits and its refusal threshold."""
 
-    min_margin: float = Field(0.043, ge=-1, le=1)
+    min_margin: float = Field(-0.02, ge=-1, le=1)
     max_sentences: int = Field(3, ge=1, le=10)
     max_quote_chars: int = Field(700, ge=100, le=4000)
+
+
+class LLMSettings(BaseModel):
+    """An optional language model that writes answers (empty provider: extractive answers)."""
+
+    provider: Literal["", "openai", "ollama", "llamacpp"] = ""
+    base_url: str = ""  # OpenAI-compatible ".../v1" or the Ollama server
+    model: str = ""
+    api_key: SecretStr = SecretStr("")
+    model_path: str = ""  # GGUF file for llamacpp; empty: the bundled gemma3-270m, if installed
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(1, ge=0, le=10)
+    max_tokens: int = Field(256, ge=16, le=8192)
+    temperature: float = Field(0.0, ge=0, le=2)
+    context_window: int = Field(4096, ge=512, le=1_048_576)
+    threads: int = Field(0, ge=0, le=256)  # llamacpp CPU threads; 0: llama.cpp's default
 
 
 class ChatSettings(BaseModel):
@@ -109,6 +125,9 @@ class MatrixSettings(BaseModel):
     allowed_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     pickle_key: SecretStr = SecretStr("")
+    max_pending_events: int = Field(32, ge=1, le=1000)  # events being answered at once
+    sync_timeout_seconds: float = Field(30.0, ge=0, le=300)  # long-poll wait of one /sync
+    request_timeout_seconds: float = Field(60.0, gt=0)
 
     _split_users = field_validator("allowed_users", "admins", mode="before")(_split_list)
 
@@ -135,6 +154,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     answer: AnswerSettings = AnswerSettings()
+    llm: LLMSettings = LLMSettings()
     chat: ChatSettings = ChatSettings()
     telegram: TelegramSettings = TelegramSettings()
     matrix: MatrixSettings = MatrixSettings()

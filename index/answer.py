@@ -26,7 +26,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from index.chunking import chunk_sentences
 from index.prompts import PromptLibrary
 from index.retrieve import HybridRetriever, KeywordIndex, Passage
-from index.text import detect_language, is_stopword, stems, word_stems, words
+from index.text import LANGUAGES, detect_language, is_stopword, stems, word_stems, words
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,16 @@ class AnswerPolicy:
     passages: int = 4  # passages the answer may quote from
     max_sentences: int = 3
     max_quote_chars: int = 700
-    min_margin: float = 0.043  # best passage cosine minus off-topic reference cosine
+    min_margin: float = -0.02  # best passage cosine minus off-topic reference cosine
+    lexical_min_margin: float = -0.05  # ... enough when the best sentence has the question's words
+    lexical_support: float = 0.9  # IDF-weighted share of question words in the best sentence
     lexical_weight: float = 0.06
     sentence_slack: float = 0.02  # how far behind the best a further sentence may score
     other_article_slack: float = 0.02  # ... when it would cite one more article
     min_sentence_words: int = 4
     rerank_sentences: int = 6  # sentences embedded one by one per question
     sentence_weight: float = 0.6  # sentence vs. passage similarity in the final score
+    typed_slack: float = 0.03  # how far behind the best a sentence with the asked-for date/number may be
     short_sentence_chars: int = 160  # a best sentence shorter than this brings its successor
     sentence_cache_size: int = 20_000
 
@@ -99,6 +102,14 @@ class _Candidate:
     lexical: float = 0.0
 
 
+# Requests to perform a task instead of asking about the case: the bot only
+# reports what the articles say, it does not write, translate or invent.
+_TASK_REQUEST = re.compile(
+    r"^\W*(bitte\s+|please\s+|can you\s+|kannst du\s+)?(schreib|schreibe|dichte|erfinde|übersetze|übersetz|"
+    r"erzähl mir (einen|einen?) (witz|geschichte)|erzähle? einen witz|write|compose|translate|invent|"
+    r"tell me a (joke|story)|generate|make up)\b",
+    re.IGNORECASE,
+)
 _TEMPORAL_Q = re.compile(
     r"\b(wann|seit wann|bis wann|in welchem jahr|an welchem tag|when|what year|which year|since when|"
     r"what date|which date|how long ago)\b", re.IGNORECASE)
@@ -120,6 +131,22 @@ _NUMBER_WORDS = (
     "twelve|twenty|hundred|thousand|millions?|billions?|dutzend|dozens?"
 )
 _QUANTITY_A = re.compile(rf"(\d|\b({_NUMBER_WORDS})\b)", re.IGNORECASE)
+# Founding and birth dates, "since when", "which year": only a year answers these.
+_YEAR_Q = re.compile(
+    r"(gegründet|gründung|founded|established|geboren|born|seit wann|since when|in welchem jahr|"
+    r"what year|which year)", re.IGNORECASE)
+_YEAR_A = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b")
+
+
+def _required_answer_type(question: str) -> tuple[str, re.Pattern[str]] | None:
+    """What kind of fact the question asks for, with the pattern an answer must match."""
+    if _YEAR_Q.search(question):
+        return "no-year", _YEAR_A
+    if _TEMPORAL_Q.search(question):
+        return "no-date", _TEMPORAL_A
+    if _QUANTITY_Q.search(question):
+        return "no-number", _QUANTITY_A
+    return None
 
 
 class ExtractiveAnswerer:
@@ -138,14 +165,17 @@ class ExtractiveAnswerer:
         self._prompts = prompts
         self._policy = policy or AnswerPolicy()
         self._default_language = default_language
-        self._reference: np.ndarray | None = None
+        self._reference: dict[str, np.ndarray] = {}
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def _reference_vectors(self) -> np.ndarray:
-        if self._reference is None:
-            texts = self._prompts.offtopic_reference()
-            self._reference = np.asarray(self._embedding.get_text_embedding_batch(texts), dtype=np.float32)
-        return self._reference
+    def _reference_vectors(self, language: str) -> np.ndarray:
+        """Vectors of the off-topic reference requests in ``language`` (cached)."""
+        if language not in self._reference:
+            texts = self._prompts.offtopic_reference(language)
+            self._reference[language] = np.asarray(
+                self._embedding.get_text_embedding_batch(texts), dtype=np.float32
+            )
+        return self._reference[language]
 
     def invalidate(self) -> None:
         """The index changed: check the keyword index before the next answer."""
@@ -153,7 +183,8 @@ class ExtractiveAnswerer:
 
     def warm_up(self) -> None:
         """Load the model and the keyword index now instead of on the first question."""
-        self._reference_vectors()
+        for language in LANGUAGES:
+            self._reference_vectors(language)
         self._retriever.keyword_index()
 
     def answer(self, question: str, language: str | None = None, retrieval_query: str | None = None) -> Answer:
@@ -164,30 +195,46 @@ class ExtractiveAnswerer:
         and the type checks still follow ``question``.
         """
         language = language or detect_language(question, self._default_language)
+        if _TASK_REQUEST.search(question):
+            return self.refusal(language, "task")
         query = retrieval_query or question
         passages = self._retriever.retrieve(query, top_k=max(self._policy.passages * 2, 8))
         if not passages:
             return self.refusal(language, "empty")
         query_vector = np.asarray(self._embedding.get_query_embedding(query), dtype=np.float32)
-        off_topic = float(np.max(self._reference_vectors() @ query_vector))
-        best_dense = max(p.dense for p in passages)
+        best = max(passages, key=lambda p: p.dense)
+        # Compared in the best passage's language, so that a German question on
+        # English articles is not held against German look-alikes of small talk.
+        passage_language = str(best.chunk.metadata.get("language", language))
+        if passage_language not in LANGUAGES:
+            passage_language = language
+        off_topic = float(np.max(self._reference_vectors(passage_language) @ query_vector))
+        best_dense = best.dense
         margin = best_dense - off_topic
-        if margin < self._policy.min_margin:
+        policy = self._policy
+        if margin < min(policy.min_margin, policy.lexical_min_margin):
             return self.refusal(language, "off-topic", confidence=margin)
 
         keywords = self._retriever.keyword_index()
-        chosen = self._select(query, query_vector, passages, keywords)
+        required = _required_answer_type(question)
+        chosen = self._select(query, query_vector, passages, keywords, required)
         if not chosen:
-            return self.refusal(language, "no-sentence", confidence=margin)
-        best = chosen[0].sentence
-        if _TEMPORAL_Q.search(question) and not _TEMPORAL_A.search(best):
-            return self.refusal(language, "no-date", confidence=margin)
-        if _QUANTITY_Q.search(question) and not _QUANTITY_A.search(best):
-            return self.refusal(language, "no-number", confidence=margin)
+            reason = required[0] if required else "no-sentence"
+            return self.refusal(language, reason, confidence=margin)
+        # A short lookup ("Wer ist Erich Schmidt-Eenboom?") has a weak vector
+        # margin but names words that only this case contains: a sentence that
+        # contains (nearly) all of them is evidence enough.
+        if margin < policy.min_margin and chosen[0].lexical < policy.lexical_support:
+            return self.refusal(language, "off-topic", confidence=margin)
         return self._compose(chosen, language, margin)
 
     def _select(
-        self, question: str, query_vector: np.ndarray, passages: Sequence[Passage], keywords: KeywordIndex
+        self,
+        question: str,
+        query_vector: np.ndarray,
+        passages: Sequence[Passage],
+        keywords: KeywordIndex,
+        required: tuple[str, re.Pattern[str]] | None = None,
     ) -> list[_Candidate]:
         """Rank the sentences of the best passages; keep the best few.
 
@@ -232,6 +279,15 @@ class ExtractiveAnswerer:
                 + policy.lexical_weight * candidate.lexical
             )
         ordered.sort(key=lambda c: -c.score)
+        if required is not None:
+            # The answer must contain what the question asks for (a date, a
+            # number); the best sentence that does, if it is nearly the best.
+            typed = [c for c in ordered
+                     if c.score >= ordered[0].score - policy.typed_slack and required[1].search(c.sentence)]
+            if not typed:
+                return []
+            ordered.remove(typed[0])
+            ordered.insert(0, typed[0])
         best = ordered[0]
         chosen = [best]
         size = len(best.sentence)

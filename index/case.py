@@ -10,8 +10,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from index.answer import Answer, ExtractiveAnswerer
+from index.answer import Answer
+from index.grounded import GroundedAnswerer
 from index.pipeline import Indexer, IndexReport, ProgressCallback
 from index.store import ArticleRecord, ChunkStore
 
@@ -24,6 +26,19 @@ class IndexStats:
     chunks: int
 
 
+class Answerer(Protocol):
+    """What :class:`CaseIndex` needs from an answerer (extractive or LLM-written)."""
+
+    def answer(self, question: str, language: str | None = None,
+               retrieval_query: str | None = None) -> Answer: ...
+
+    def refusal(self, language: str, reason: str, confidence: float = 0.0) -> Answer: ...
+
+    def invalidate(self) -> None: ...
+
+    def warm_up(self) -> None: ...
+
+
 class CaseIndex:
     """Indexing and answering for one case (one articles folder, one collection)."""
 
@@ -31,7 +46,7 @@ class CaseIndex:
         self,
         store: ChunkStore,
         indexer: Indexer,
-        answerer: ExtractiveAnswerer,
+        answerer: Answerer,
         articles_dir: Path,
     ) -> None:
         self._store = store
@@ -53,14 +68,33 @@ class CaseIndex:
         self._answerer.invalidate()
         return report
 
+    @property
+    def answerer(self) -> Answerer:
+        """The answerer in use (extractive, or LLM-written with extractive fallback)."""
+        return self._answerer
+
     def ensure_indexed(self, progress: ProgressCallback | None = None) -> IndexReport | None:
         """Build the index from the articles folder if it is empty."""
         if self._store.count():
             return None
         return self.index(progress=progress)
 
-    def ask(self, question: str, language: str | None = None, retrieval_query: str | None = None) -> Answer:
-        """Answer one question from the indexed articles."""
+    def ask(
+        self,
+        question: str,
+        language: str | None = None,
+        retrieval_query: str | None = None,
+        previous_question: str | None = None,
+    ) -> Answer:
+        """Answer one question from the indexed articles.
+
+        ``retrieval_query`` is what to search for (a follow-up expanded with
+        the previous question); ``previous_question``, given for a
+        follow-up, lets an LLM answerer rewrite the question into a
+        stand-alone one first. The extractive answerer ignores it.
+        """
+        if previous_question and isinstance(self._answerer, GroundedAnswerer):
+            return self._answerer.answer(question, language, retrieval_query, previous_question)
         return self._answerer.answer(question, language, retrieval_query)
 
     def refusal(self, language: str) -> Answer:

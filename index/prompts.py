@@ -36,8 +36,7 @@ class PromptLibrary:
                 raise CasebotError(f"Missing text {name!r}: expected {self._dir / language / (name + '.txt')}")
         return self._cache[key]
 
-    def offtopic_reference(self) -> list[str]:
-        """Requests the bot must decline (comment lines start with ``#``)."""
-        path = self._dir / "offtopic_reference.txt"
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    def offtopic_reference(self, language: str) -> list[str]:
+        """Requests the bot must decline, in one language (``#`` starts a comment)."""
+        text = self.text(language, "offtopic_reference")
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]

@@ -44,29 +44,46 @@ def test_unanswerable_questions_are_refused_without_citations(demo_services: Ser
     assert answer.refused and not answer.citations
 
 
-def test_dev_set_meets_quality_targets(demo_services: Services) -> None:
-    if not EVAL_FILE.exists():
-        pytest.skip(f"{EVAL_FILE} not present")
-    report = score(load_items(EVAL_FILE), lambda item: demo_services.case.ask(item.question))
-    assert report.source_hit_rate >= 0.95
-    assert report.citation_precision >= 0.90
-    assert report.fact_recall >= 0.85
-    assert report.correct_refusals >= 0.90
-    assert report.false_refusals <= 0.05
+MORE_QUESTIONS = Path(__file__).resolve().parent / "data" / "more.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("path", "targets"),
+    [
+        # The targets on the shared development set.
+        (EVAL_FILE, (0.95, 0.90, 0.85, 0.90, 0.05)),
+        # Our own questions, written after tuning on the dev set: a check that
+        # the calibration is not fitted to those 20 strings.
+        (MORE_QUESTIONS, (0.90, 0.85, 0.75, 0.90, 0.10)),
+    ],
+    ids=["shared-dev", "more"],
+)
+def test_question_sets_meet_quality_targets(demo_services: Services, path: Path,
+                                            targets: tuple[float, ...]) -> None:
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    hit, precision, facts, refused, false_refused = targets
+    report = score(load_items(path), lambda item: demo_services.case.ask(item.question))
+    assert report.source_hit_rate >= hit
+    assert report.citation_precision >= precision
+    assert report.fact_recall >= facts
+    assert report.correct_refusals >= refused
+    assert report.false_refusals <= false_refused
 
 
 def test_follow_up_uses_the_previous_exchange(demo_services: Services) -> None:
     conversation = demo_services.conversation
 
     async def talk() -> tuple[Reply, Reply]:
-        await conversation.handle(Incoming("chat-a", "u1", "Wer ist Ilja Gorelik?"))
-        follow_up = await conversation.handle(Incoming("chat-a", "u1", "Arbeitet er noch dort?"))
-        alone = await conversation.handle(Incoming("chat-b", "u1", "Arbeitet er noch dort?"))
+        await conversation.handle(Incoming("chat-a", "u1", "Welche Zeitung hat die Verbindungen nach Russland aufgedeckt?"))
+        follow_up = await conversation.handle(Incoming("chat-a", "u1", "und wann war das?"))
+        alone = await conversation.handle(Incoming("chat-b", "u1", "und wann war das?"))
         return follow_up, alone
 
     follow_up, alone = asyncio.run(talk())
-    assert follow_up.answer is not None and "nicht mehr" in follow_up.text
-    assert "nicht mehr" not in alone.text  # without context the question is unanswerable
+    assert follow_up.answer is not None and not follow_up.answer.refused
+    assert "Dezember" in follow_up.text and follow_up.language == "de"
+    assert alone.answer is not None and alone.answer.refused  # without context there is nothing to answer
 
 
 def test_terminal_chat_prints_answer_and_sources(demo_services: Services) -> None:
