@@ -198,10 +198,10 @@ class ExtractiveAnswerer:
         if _TASK_REQUEST.search(question):
             return self.refusal(language, "task")
         query = retrieval_query or question
-        passages = self._retriever.retrieve(query, top_k=max(self._policy.passages * 2, 8))
+        query_vector = self._retriever.embed_query(query)
+        passages = self._retriever.retrieve(query, max(self._policy.passages * 2, 8), query_vector)
         if not passages:
             return self.refusal(language, "empty")
-        query_vector = np.asarray(self._embedding.get_query_embedding(query), dtype=np.float32)
         best = max(passages, key=lambda p: p.dense)
         # Compared in the best passage's language, so that a German question on
         # English articles is not held against German look-alikes of small talk.

@@ -144,12 +144,21 @@ class HybridRetriever:
         with self._lock:
             self._checked_at = 0.0
 
-    def retrieve(self, question: str, top_k: int = 8) -> list[Passage]:
-        """The ``top_k`` best passages for ``question``, best first."""
+    def embed_query(self, question: str) -> np.ndarray:
+        """The question's vector (with the model's query convention)."""
+        return np.asarray(self._embedding.get_query_embedding(question), dtype=np.float32)
+
+    def retrieve(self, question: str, top_k: int = 8, query_vector: np.ndarray | None = None) -> list[Passage]:
+        """The ``top_k`` best passages for ``question``, best first.
+
+        ``query_vector`` saves embedding the question again when the caller
+        already has it (see :meth:`embed_query`).
+        """
         keywords = self.keyword_index()
         if not len(keywords):
             return []
-        query_vector = np.asarray(self._embedding.get_query_embedding(question), dtype=np.float32)
+        if query_vector is None:
+            query_vector = self.embed_query(question)
         dense_hits = self._store.query(query_vector.tolist(), self._dense_top_k)
         keyword_hits = keywords.search(query_stems(question), self._keyword_top_k)
 
