@@ -20,6 +20,8 @@ from index.answer import AnswerPolicy, ExtractiveAnswerer
 from index.case import CaseIndex
 from index.embeddings import EmbeddingSpec, build_embedding
 from index.errors import CasebotError
+from index.grounded import GroundedAnswerer
+from index.llm import ChatModel, LLMSpec
 from index.pipeline import Indexer
 from index.prompts import PromptLibrary
 from index.retrieve import HybridRetriever
@@ -46,6 +48,15 @@ def embedding_spec(settings: Settings) -> EmbeddingSpec:
     )
 
 
+def llm_spec(settings: Settings) -> LLMSpec:
+    m = settings.llm
+    return LLMSpec(
+        provider=m.provider, model=m.model, base_url=m.base_url, api_key=m.api_key.get_secret_value(),
+        model_path=m.model_path, timeout=m.timeout, max_retries=m.max_retries, max_tokens=m.max_tokens,
+        temperature=m.temperature, context_window=m.context_window, threads=m.threads,
+    )
+
+
 def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
     """Embedding model, Chroma store, indexer and answerer for the configured case."""
     # Chroma and tokenizers must not phone home or fight over threads.
@@ -69,16 +80,24 @@ def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
     policy = AnswerPolicy(min_margin=a.min_margin, max_sentences=a.max_sentences,
                           max_quote_chars=a.max_quote_chars)
     answerer = ExtractiveAnswerer(retriever, embedding, prompts, policy, settings.default_language)
-    return CaseIndex(store, indexer, answerer, settings.articles_dir)
+    model_spec = llm_spec(settings)
+    if not model_spec.enabled:
+        return CaseIndex(store, indexer, answerer, settings.articles_dir)
+    # The model is built on first use (or in warm_up): an unreachable server or a
+    # missing GGUF file must not stop the bot; answers fall back to extractive.
+    grounded = GroundedAnswerer(answerer, retriever, ChatModel(model_spec), prompts,
+                                default_language=settings.default_language)
+    logging.getLogger(__name__).info("answers are written by the language model %s", model_spec.describe())
+    return CaseIndex(store, indexer, grounded, settings.articles_dir)
 
 
 def build_services(settings: Settings) -> Services:
     """Build every service of the process from ``settings``."""
     prompts = PromptLibrary()
     case = build_case(settings, prompts)
-    conversation = Conversation(case, prompts, settings.chat, settings.default_language,
-                                case_name=settings.case_name)
     feedback = FeedbackStore(settings.data_dir / "feedback.sqlite3")
+    conversation = Conversation(case, prompts, settings.chat, settings.default_language,
+                                case_name=settings.case_name, feedback=feedback)
     return Services(settings, case, prompts, conversation, feedback)
 
 
@@ -101,8 +120,19 @@ ADAPTERS = ("telegram", "matrix")
 
 def build_adapter(name: str, services: Services) -> Adapter:
     """Construct one adapter from settings (imports its platform library lazily)."""
-    # --- telegram: wiring added by the Telegram adapter ---
-    # --- matrix: wiring added by the Matrix adapter ---
+    if name == "telegram":
+        from bot.telegram.adapter import TelegramAdapter
+
+        settings = services.settings
+        return TelegramAdapter(services.conversation, settings.telegram, services.feedback, services.prompts,
+                               settings.data_dir, settings.default_language,
+                               concurrent_updates=max(32, 8 * settings.chat.max_concurrent_answers))
+    if name == "matrix":
+        from bot.matrix.adapter import MatrixAdapter
+
+        settings = services.settings
+        return MatrixAdapter(services.conversation, settings.matrix, services.feedback, services.prompts,
+                             settings.data_dir, default_language=settings.default_language)
     raise CasebotError(f"The {name} adapter is not available in this version.")
 
 

@@ -10,6 +10,7 @@ adapter's event loop never blocks and concurrency stays bounded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import tempfile
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.feedback import FeedbackStore
 from bot.settings import ChatSettings
 from index.answer import Answer
 from index.articles import SUPPORTED_SUFFIXES
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 ADMIN_COMMANDS = frozenset({"reindex", "stats"})
 PUBLIC_COMMANDS = frozenset({"start", "help", "sources", "about", "ask"})
 _COMMAND = re.compile(r"^[/!](?P<name>[A-Za-z_]+)(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
+# A command written in a reply text ("/help", "/ask"), not a path or URL.
+_TEXT_COMMAND = re.compile(r"(?<![\w/:.])/(?=[A-Za-z_]+\b)")
 _FOLLOW_UP_START = re.compile(
     r"^(und|aber|also|dann|und wie|und wer|und wann|and|but|so|what about|how about|then)\b", re.IGNORECASE
 )
@@ -45,6 +49,8 @@ class Incoming:
 
     ``chat_id`` scopes follow-ups (a Telegram chat, a Matrix thread);
     ``is_admin`` is decided by the adapter from its platform's admin list.
+    ``command_prefix`` is how commands are written on the platform (``/`` on
+    Telegram, ``!`` on Matrix); help and usage texts are shown with it.
     """
 
     chat_id: str
@@ -52,6 +58,7 @@ class Incoming:
     text: str
     is_admin: bool = False
     language: str | None = None
+    command_prefix: str = "/"
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,10 @@ class Conversation:
         default_language: str = "de",
         case_name: str = "",
         clock: Callable[[], float] = time.monotonic,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self._case = case
+        self._feedback = feedback
         self._prompts = prompts
         self._settings = settings
         self._default_language = default_language
@@ -107,7 +116,18 @@ class Conversation:
     # --- entry point -------------------------------------------------------------
 
     async def handle(self, message: Incoming) -> Reply:
-        """Turn one incoming message into one reply. Never raises for bad input."""
+        """Turn one incoming message into one reply. Never raises for bad input.
+
+        Commands named in help and notice texts are written with the
+        message's ``command_prefix``; answers are never rewritten.
+        """
+        reply = await self._handle(message)
+        if message.command_prefix != "/" and reply.kind in ("help", "notice"):
+            text = _TEXT_COMMAND.sub(lambda _: message.command_prefix, reply.text)
+            reply = dataclasses.replace(reply, text=text)
+        return reply
+
+    async def _handle(self, message: Incoming) -> Reply:
         text = message.text.strip()
         language = message.language or detect_language(text, self._language_of(message.chat_id))
         match = _COMMAND.match(text)
@@ -132,9 +152,12 @@ class Conversation:
         if self._rate_limited(message.user_id):
             return self._notice("rate_limited", language)
         retrieval_query = self._with_context(message.chat_id, question)
+        # A follow-up also passes the earlier question, so an LLM answerer can rewrite it.
+        previous = self._history.get(message.chat_id) if retrieval_query != question else None
         try:
             async with self._slots:
-                answer = await asyncio.to_thread(self._case.ask, question, language, retrieval_query)
+                answer = await asyncio.to_thread(self._case.ask, question, language, retrieval_query,
+                                                 previous.retrieval_query if previous else None)
         except CasebotError as error:
             log.warning("answering failed: %s", error)
             return Reply("error", self._prompts.text(language, "error").format(reason=error), language)
@@ -220,15 +243,12 @@ class Conversation:
         written to a temporary name and renamed, and removed again if it
         cannot be indexed, so nothing half-written or unusable stays behind.
         """
+        refusal = self.check_upload(filename, len(content), is_admin, user_id, language)
+        if refusal is not None:
+            return refusal
         language = language or self._default_language
-        if not is_admin:
-            log.warning("refused article upload from user %s", user_id)
-            return self._notice("admin_only", language)
         name = _safe_filename(filename)
-        if name is None:
-            return self._notice("upload_unsupported", language, name=filename[:80])
-        if len(content) > self._settings.max_upload_bytes:
-            return self._notice("upload_too_large", language, limit=self._settings.max_upload_bytes // 1000)
+        assert name is not None  # check_upload refused every unusable name
         target = self._case.articles_dir / name
         try:
             report = await asyncio.to_thread(_save_and_index, self._case, target, content)
@@ -238,12 +258,33 @@ class Conversation:
             return self._notice("upload_failed", language, reason=report.failures[0].reason)
         return self._notice("upload_indexed", language, name=name, summary=report.summary())
 
+    def check_upload(
+        self, filename: str, size: int, is_admin: bool, user_id: str, language: str | None = None
+    ) -> Reply | None:
+        """The refusal for an upload, or None if :meth:`add_article` would accept it.
+
+        Lets an adapter refuse before downloading a file that is too large
+        or of the wrong kind, with the same texts as :meth:`add_article`.
+        """
+        language = language or self._default_language
+        if not is_admin:
+            log.warning("refused article upload from user %s", user_id)
+            return self._notice("admin_only", language)
+        if _safe_filename(filename) is None:
+            return self._notice("upload_unsupported", language, name=filename[:80])
+        if size > self._settings.max_upload_bytes:
+            return self._notice("upload_too_large", language, limit=self._settings.max_upload_bytes // 1000)
+        return None
+
     async def _stats(self, language: str) -> Reply:
         stats = await asyncio.to_thread(self._case.stats)
         text = self._prompts.text(language, "stats").format(
             answered=self.counters.answered, refused=self.counters.refused,
             articles=stats.articles, chunks=stats.chunks,
         )
+        if self._feedback is not None:
+            up, down = await asyncio.to_thread(self._feedback.counts)
+            text += "\n" + self._prompts.text(language, "stats_feedback").format(up=up, down=down)
         return Reply("stats", text, language)
 
     def _notice(self, key: str, language: str, **values: object) -> Reply:

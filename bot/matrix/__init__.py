@@ -1,0 +1,1 @@
+"""The Matrix adapter (``casebot run matrix``): matrix-nio wiring and Matrix rendering only."""
