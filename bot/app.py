@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -118,46 +119,73 @@ class Adapter(Protocol):
 ADAPTERS = ("telegram", "matrix")
 
 
-def build_adapter(name: str, services: Services) -> Adapter:
-    """Construct one adapter from settings (imports its platform library lazily)."""
+def build_adapter(name: str, services: Services, on_fatal: Callable[[str], None] | None = None) -> Adapter:
+    """Construct one adapter from settings (imports its platform library lazily).
+
+    ``on_fatal`` is how an adapter reports an error it cannot recover from
+    (default: a SIGTERM to this process, which :func:`run_adapters` handles).
+    """
     if name == "telegram":
         from bot.telegram.adapter import TelegramAdapter
 
         settings = services.settings
         return TelegramAdapter(services.conversation, settings.telegram, services.feedback, services.prompts,
                                settings.data_dir, settings.default_language,
-                               concurrent_updates=max(32, 8 * settings.chat.max_concurrent_answers))
+                               concurrent_updates=max(32, 8 * settings.chat.max_concurrent_answers),
+                               on_fatal=on_fatal)
     if name == "matrix":
-        from bot.matrix.adapter import MatrixAdapter
+        from bot.matrix.adapter import MatrixAdapter, request_shutdown
 
         settings = services.settings
         return MatrixAdapter(services.conversation, settings.matrix, services.feedback, services.prompts,
-                             settings.data_dir, default_language=settings.default_language)
+                             settings.data_dir, default_language=settings.default_language,
+                             on_fatal=on_fatal or request_shutdown)
     raise CasebotError(f"The {name} adapter is not available in this version.")
 
 
+class Shutdown:
+    """How the process stops: a signal, or an adapter that cannot go on.
+
+    Adapters report fatal errors (a revoked token, say) through :meth:`fail`
+    instead of exiting; :func:`run_adapters` then stops every adapter in
+    order and raises the reason, so the command exits non-zero with it.
+    """
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def fail(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.event.set()
+
+
 async def run_adapters(services: Services, names: list[str]) -> None:
-    """Start the named adapters, run until SIGINT/SIGTERM, then stop them all."""
-    adapters = [build_adapter(name, services) for name in names]
+    """Start the named adapters, run until SIGINT/SIGTERM or a fatal error, then stop them all."""
+    shutdown = Shutdown()
+    adapters = [build_adapter(name, services, shutdown.fail) for name in names]
     await asyncio.to_thread(services.case.ensure_indexed)
     await asyncio.to_thread(services.case.warm_up)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, shutdown.event.set)
     started: list[Adapter] = []
     try:
         for adapter in adapters:
             await adapter.start()
             started.append(adapter)
             logging.getLogger(__name__).warning("%s adapter running", adapter.name)
-        await stop.wait()
+        await shutdown.event.wait()
     finally:
         for adapter in reversed(started):
             try:
                 await adapter.stop()
             except Exception:
                 logging.getLogger(__name__).exception("stopping the %s adapter failed", adapter.name)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if shutdown.reason:
+        raise CasebotError(shutdown.reason)
 
 
 def configure_logging(level: str) -> None:

@@ -221,10 +221,14 @@ class Conversation:
         return self._notice("unknown_command", language, command=name)
 
     async def reindex(self, language: str) -> Reply:
-        """Re-scan the articles folder (incrementally) and report the summary line."""
+        """Re-scan the articles folder (incrementally) and report the summary line.
+
+        Articles whose files were deleted are removed too: in a chat, the
+        folder is the newsroom's list of what the bot should know.
+        """
         started = self._clock()
         try:
-            report = await asyncio.to_thread(self._case.index)
+            report = await asyncio.to_thread(self._case.index, None, False, True)
         except CasebotError as error:
             return Reply("error", self._prompts.text(language, "error").format(reason=error), language)
         text = self._prompts.text(language, "reindexed").format(

@@ -23,7 +23,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.articles import Article, find_article_files, load_article
 from index.chunking import Chunk, chunk_article
-from index.errors import ArticleError, IndexLockedError
+from index.errors import ArticleError, CasebotError, IndexLockedError
 from index.store import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,12 @@ class Indexer:
                 else:
                     todo.append((article, known is not None))
             gone = set(existing) - {a.article_id for a in articles}
+            if prune and gone and not articles:
+                # An empty or unmounted folder must not wipe the index.
+                raise CasebotError(
+                    f"No articles found in {', '.join(str(p) for p in paths)}; refusing to remove all "
+                    f"{len(gone)} indexed articles. Check the folder, or use --rebuild to empty the index."
+                )
             if prune:
                 for article_id in sorted(gone):
                     self._store.remove_article(article_id)

