@@ -80,7 +80,8 @@ def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
     a = settings.answer
     policy = AnswerPolicy(min_margin=a.min_margin, max_sentences=a.max_sentences,
                           max_quote_chars=a.max_quote_chars)
-    answerer = ExtractiveAnswerer(retriever, embedding, prompts, policy, settings.default_language)
+    answerer = ExtractiveAnswerer(retriever, embedding, prompts, policy, settings.default_language,
+                                  cache_dir=settings.data_dir / "cache")
     model_spec = llm_spec(settings)
     if not model_spec.enabled:
         return CaseIndex(store, indexer, answerer, settings.articles_dir)

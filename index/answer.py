@@ -15,10 +15,13 @@ citing nothing, when
 
 from __future__ import annotations
 
+import hashlib
 import re
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -159,8 +162,10 @@ class ExtractiveAnswerer:
         prompts: PromptLibrary,
         policy: AnswerPolicy | None = None,
         default_language: str = "de",
+        cache_dir: Path | None = None,
     ) -> None:
         self._retriever = retriever
+        self._cache_dir = cache_dir
         self._embedding = embedding
         self._prompts = prompts
         self._policy = policy or AnswerPolicy()
@@ -169,13 +174,35 @@ class ExtractiveAnswerer:
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _reference_vectors(self, language: str) -> np.ndarray:
-        """Vectors of the off-topic reference requests in ``language`` (cached)."""
-        if language not in self._reference:
-            texts = self._prompts.offtopic_reference(language)
-            self._reference[language] = np.asarray(
-                self._embedding.get_text_embedding_batch(texts), dtype=np.float32
-            )
-        return self._reference[language]
+        """Vectors of the off-topic reference requests in ``language``.
+
+        Embedding them costs about half a second, which a one-shot
+        ``casebot ask`` would pay every time; so they are kept in memory and,
+        given a cache folder, on disk under a name that changes with the
+        model and the texts.
+        """
+        if language in self._reference:
+            return self._reference[language]
+        texts = self._prompts.offtopic_reference(language)
+        path = None
+        if self._cache_dir is not None:
+            key = hashlib.sha256("\n".join([type(self._embedding).__name__, self._embedding.model_name,
+                                             *texts]).encode()).hexdigest()[:16]
+            path = self._cache_dir / f"offtopic-{language}-{key}.npy"
+            if path.is_file():
+                try:
+                    self._reference[language] = np.load(path)
+                    return self._reference[language]
+                except (OSError, ValueError):
+                    pass  # a damaged cache file is recomputed below
+        vectors = np.asarray(self._embedding.get_text_embedding_batch(texts), dtype=np.float32)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
+                np.save(tmp, vectors)
+            Path(tmp.name).replace(path)
+        self._reference[language] = vectors
+        return vectors
 
     def invalidate(self) -> None:
         """The index changed: check the keyword index before the next answer."""
