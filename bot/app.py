@@ -133,7 +133,7 @@ def build_adapter(name: str, services: Services, on_fatal: Callable[[str], None]
         return TelegramAdapter(services.conversation, settings.telegram, services.feedback, services.prompts,
                                settings.data_dir, settings.default_language,
                                concurrent_updates=max(32, 8 * settings.chat.max_concurrent_answers),
-                               on_fatal=on_fatal)
+                               on_fatal=on_fatal, thinking_message=services.case.writes_with_llm)
     if name == "matrix":
         from bot.matrix.adapter import MatrixAdapter, request_shutdown
 

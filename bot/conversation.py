@@ -143,6 +143,12 @@ class Conversation:
             return self._notice("empty_question", language)
         return await self._question(message, text)
 
+    @staticmethod
+    def is_question(text: str) -> bool:
+        """True if ``text`` would be answered from the articles (a question or ``/ask``)."""
+        match = _COMMAND.match(text.strip())
+        return bool(text.strip()) and (match is None or match.group("name").lower() == "ask")
+
     # --- questions ---------------------------------------------------------------
 
     async def _question(self, message: Incoming, question: str) -> Reply:

@@ -73,6 +73,15 @@ class CaseIndex:
         """The answerer in use (extractive, or LLM-written with extractive fallback)."""
         return self._answerer
 
+    @property
+    def writes_with_llm(self) -> bool:
+        """Answers are written by a language model and take seconds, not milliseconds.
+
+        Adapters use this to show one placeholder message ("llm_thinking")
+        that the answer replaces.
+        """
+        return isinstance(self._answerer, GroundedAnswerer)
+
     def ensure_indexed(self, progress: ProgressCallback | None = None) -> IndexReport | None:
         """Build the index from the articles folder if it is empty."""
         if self._store.count():

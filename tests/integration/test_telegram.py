@@ -25,6 +25,7 @@ import pytest
 
 from bot.app import Adapter, Services, build_adapter, build_services
 from bot.settings import DEMO_ARTICLES, Settings, TelegramSettings
+from bot.telegram.adapter import TelegramAdapter
 from index.errors import CasebotError
 from tests.integration.botapi_peer import FILE_DOWNLOAD, BotApiPeer, Call, SentMessage
 
@@ -439,6 +440,31 @@ def test_webhook_mode(services: Services) -> None:
                     await asyncio.sleep(0.3)
                 assert len(peer.sent_messages(USER)) == 1
                 assert "casebot" in peer.sent_messages(USER)[0].message["text"]
+            finally:
+                await adapter.stop()
+
+    run(scenario)
+
+
+def test_thinking_message_is_replaced_by_the_answer(services: Services) -> None:
+    """With a language model, one placeholder is sent and edited once into the answer."""
+
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            adapter = adapter_for(services, peer)
+            assert isinstance(adapter, TelegramAdapter)
+            adapter._thinking_message = True
+            await adapter.start()
+            try:
+                mark = len(peer.calls)
+                placeholder = await reply_to(peer, USER, lambda: peer.private_text(USER, QUESTION))
+                assert placeholder.message["text"] == services.prompts.text("de", "llm_thinking")
+                edit = await peer.wait_for_async("editMessageText", since=mark, timeout=30)
+                assert edit.params["message_id"] == placeholder.message["message_id"]
+                assert "EDÖB" in str(edit.params["text"]) and edit.params["parse_mode"] == "HTML"
+                assert "reply_markup" in edit.params  # the 👍/👎 buttons come with the answer
+                assert len(peer.sent_messages(USER)) == 1  # no second message, no per-token edits
+                assert len(peer.calls_of("editMessageText")) == 1
             finally:
                 await adapter.stop()
 
