@@ -102,6 +102,7 @@ class CaseIndex:
         follow-up, lets an LLM answerer rewrite the question into a
         stand-alone one first. The extractive answerer ignores it.
         """
+        self._store.ensure_compatible()  # vectors of another model cannot be compared
         if previous_question and isinstance(self._answerer, GroundedAnswerer):
             return self._answerer.answer(question, language, retrieval_query, previous_question)
         return self._answerer.answer(question, language, retrieval_query)

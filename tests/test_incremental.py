@@ -107,3 +107,13 @@ def test_prune_refuses_to_empty_the_index_from_an_empty_folder(tmp_path: Path, a
     with pytest.raises(CasebotError, match="refusing to remove all 2"):
         services.case.index([empty], prune=True)
     assert len(services.case.sources()) == 2
+
+
+def test_asking_an_index_built_by_another_model_says_how_to_rebuild(tmp_path: Path, articles: Path) -> None:
+    from bot.settings import EmbeddingSettings
+
+    build_services(make_settings(tmp_path / "data", articles)).case.index()
+    other = build_services(make_settings(tmp_path / "data", articles, embedding=EmbeddingSettings(
+        provider="openai", model="text-embedding-3-small", base_url="http://127.0.0.1:9/v1")))
+    with pytest.raises(IndexMismatchError, match="casebot index --rebuild"):
+        other.case.ask("Wer ist Ilja Gorelik?")
