@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from index.answer import Answer
 from index.grounded import GroundedAnswerer
 from index.llm import ChatModel, Generation, bundled_gguf
 from tests.conftest import DEMO_ARTICLES, HEISE, NETZWOCHE, make_settings
-from tests.integration.test_chroma_server import free_port
+from tests.integration.loopback import free_port, server_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,24 +100,10 @@ def local(tmp_path_factory: pytest.TempPathFactory, gguf: Path) -> Services:
 def server(gguf: Path) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server with the same model on 127.0.0.1."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "gemma3-270m",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start") from None
-                time.sleep(0.2)
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "gemma3-270m",
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]
+    with server_process(command, f"http://127.0.0.1:{port}/v1/models"):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_in_process_model_writes_verified_answers(local: Services) -> None:

