@@ -482,9 +482,10 @@ def test_wire_get_updates_semantics(threaded_peer: BotApiPeer) -> None:
             with httpx.Client(timeout=10) as other:
                 results.append(other.post(url, data={"offset": confirm, "timeout": "5"}))
 
+        mark = len(peer.calls)  # the long poll above also had timeout 5: match only the new one
         poller = threading.Thread(target=first_poll)
         poller.start()
-        peer.wait_for(lambda c: c.method == "getUpdates" and c.params.get("timeout") == 5)
+        peer.wait_for(lambda c: c.method == "getUpdates" and c.params.get("timeout") == 5, since=mark)
         time.sleep(0.05)
         assert client.post(url, data={"offset": confirm}).json()["result"] == []
         poller.join(5)
