@@ -188,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("casebot: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `casebot sources | head`: the reader has gone, nothing to report
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

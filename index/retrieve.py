@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bm25s
 import numpy as np
@@ -112,8 +115,10 @@ class HybridRetriever:
         keyword_top_k: int = 20,
         rrf_k: int = 60,
         refresh_seconds: float = 5.0,
+        cache_dir: Path | None = None,
     ) -> None:
         self._store = store
+        self._cache_dir = cache_dir
         self._embedding = embedding
         self._dense_top_k = dense_top_k
         self._keyword_top_k = keyword_top_k
@@ -133,11 +138,47 @@ class HybridRetriever:
                 self._checked_at = now
                 if self._keywords is None or generation != self._generation:
                     started = time.perf_counter()
-                    self._keywords = KeywordIndex(self._store.iter_chunks())
+                    self._keywords = self._load_or_build(generation)
                     self._generation = generation
                     log.info("keyword index: %d chunks in %.2fs (generation %d)",
                              len(self._keywords), time.perf_counter() - started, generation)
             return self._keywords
+
+    def _load_or_build(self, generation: int) -> KeywordIndex:
+        """The keyword index of this store generation, from the cache folder if possible.
+
+        Reading every chunk back from Chroma and stemming it takes seconds on
+        a large case, which a one-shot ``casebot ask`` would pay each time.
+        The file name carries the collection's id (new after a rebuild) and
+        its generation (bumped by every change), so a stale file is never
+        used; the cache folder is the bot's own, under its data dir.
+        """
+        if self._cache_dir is None:
+            return KeywordIndex(self._store.iter_chunks())
+        prefix = f"keywords-{self._store.identity()}-"
+        path = self._cache_dir / f"{prefix}{generation}.pickle"
+        if path.is_file():
+            try:
+                with path.open("rb") as file:
+                    cached = pickle.load(file)  # noqa: S301 - our own file, see docstring
+                if isinstance(cached, KeywordIndex):
+                    return cached
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+                log.warning("ignoring a damaged keyword index cache %s", path.name)
+        keywords = KeywordIndex(self._store.iter_chunks())
+        if generation != self._store.generation():
+            return keywords  # the store changed while reading: do not cache a mixed state
+        try:
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self._cache_dir, suffix=".tmp", delete=False) as tmp:
+                pickle.dump(keywords, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+            Path(tmp.name).replace(path)
+            for old in self._cache_dir.glob(f"{prefix}*.pickle"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("could not cache the keyword index: %s", error)
+        return keywords
 
     def invalidate(self) -> None:
         """Force a generation check on the next query (after a local re-index)."""

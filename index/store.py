@@ -119,6 +119,10 @@ class ChunkStore:
     def name(self) -> str:
         return self._name
 
+    def identity(self) -> str:
+        """The collection's id: unique per collection, new after a rebuild."""
+        return str(self._collection.id)
+
     def ensure_compatible(self) -> None:
         """Refuse to mix vectors: raise if another model built the collection."""
         built_with = (self._collection.metadata or {}).get(EMBEDDING_KEY)

@@ -117,3 +117,21 @@ def test_asking_an_index_built_by_another_model_says_how_to_rebuild(tmp_path: Pa
         provider="openai", model="text-embedding-3-small", base_url="http://127.0.0.1:9/v1")))
     with pytest.raises(IndexMismatchError, match="casebot index --rebuild"):
         other.case.ask("Wer ist Ilja Gorelik?")
+
+
+def test_keyword_index_cache_follows_the_store(tmp_path: Path, articles: Path) -> None:
+    settings = make_settings(tmp_path / "data", articles)
+    build_services(settings).case.index()
+    cache = tmp_path / "data" / "cache"
+    assert "EDÖB" in build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?").text
+    (first,) = cache.glob("keywords-*.pickle")
+
+    (articles / "neu.md").write_text(NEW, encoding="utf-8")
+    build_services(settings).case.index()
+    fresh = build_services(settings)  # a new process: must not use the old generation's file
+    assert "Seestern Aurora" in fresh.case.ask("Wie heißt das Schiff der Reederei?").text
+    (second,) = cache.glob("keywords-*.pickle")
+    assert second != first
+
+    second.write_bytes(b"not a pickle")
+    assert "Seestern Aurora" in build_services(settings).case.ask("Wie heißt das Schiff der Reederei?").text
