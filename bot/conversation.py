@@ -181,7 +181,9 @@ class Conversation:
             return question
         content = [w for w in words(question) if not is_stopword(w) and len(w) > 1]
         if len(content) <= 2 or _FOLLOW_UP_START.match(question.strip()):
-            return f"{previous.retrieval_query} {question}"
+            # A chain of follow-ups keeps only the most recent context.
+            context = previous.retrieval_query[-self._settings.max_question_chars:]
+            return f"{context} {question}"
         return question
 
     def _remember(self, chat_id: str, exchange: _Exchange) -> None:
