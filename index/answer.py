@@ -85,6 +85,8 @@ class AnswerPolicy:
     min_margin: float = -0.02  # best passage cosine minus off-topic reference cosine
     lexical_min_margin: float = -0.05  # ... enough when the best sentence has the question's words
     lexical_support: float = 0.9  # IDF-weighted share of question words in the best sentence
+    weak_margin: float = 0.02  # below this, a same-language question needs some shared words ...
+    weak_margin_lexical: float = 0.3  # ... at least this share
     lexical_weight: float = 0.06
     sentence_slack: float = 0.02  # how far behind the best a further sentence may score
     other_article_slack: float = 0.02  # ... when it would cite one more article
@@ -252,6 +254,13 @@ class ExtractiveAnswerer:
         # margin but names words that only this case contains: a sentence that
         # contains (nearly) all of them is evidence enough.
         if margin < policy.min_margin and chosen[0].lexical < policy.lexical_support:
+            return self.refusal(language, "off-topic", confidence=margin)
+        # A weak margin in the articles' own language with none of the question's
+        # words in the best sentence is a general-knowledge question that happens
+        # to sit near the case ("Wer hat die Fußball-WM 2014 gewonnen?"). Across
+        # languages the words cannot match, so the margin alone decides there.
+        if (margin < policy.weak_margin and passage_language == language
+                and chosen[0].lexical < policy.weak_margin_lexical):
             return self.refusal(language, "off-topic", confidence=margin)
         return self._compose(chosen, language, margin)
 

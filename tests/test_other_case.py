@@ -39,7 +39,8 @@ def test_english_articles_answer_in_both_languages(english_case: Services, quest
     assert source in {c.url for c in answer.citations}
 
 
-@pytest.mark.parametrize("question", ["What is the capital of France?", "Wann wurde Calloway gegründet?"])
+@pytest.mark.parametrize("question", ["What is the capital of France?", "Wann wurde Calloway gegründet?",
+                                      "Who won the Champions League?"])
 def test_english_case_refuses_what_it_does_not_know(english_case: Services, question: str) -> None:
     answer = english_case.case.ask(question)
     assert answer.refused and not answer.citations
