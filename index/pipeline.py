@@ -202,10 +202,13 @@ class Indexer:
     def _flush(self, pending: list[tuple[Article, bool, list[Chunk]]], report: IndexReport) -> None:
         texts = [embedding_text(c) for _, _, chunks in pending for c in chunks]
         vectors = self._embedding.get_text_embedding_batch(texts) if texts else []
+        batch = []
         offset = 0
-        for article, known, chunks in pending:
-            self._store.replace_article(article.article_id, chunks, vectors[offset:offset + len(chunks)])
+        for article, _, chunks in pending:
+            batch.append((article.article_id, chunks, vectors[offset:offset + len(chunks)]))
             offset += len(chunks)
+        self._store.replace_articles(batch)
+        for _, known, chunks in pending:
             report.chunks += len(chunks)
             if known:
                 report.updated += 1
