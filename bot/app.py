@@ -164,9 +164,12 @@ class Shutdown:
         self.event.set()
 
 
-async def run_adapters(services: Services, names: list[str]) -> None:
-    """Start the named adapters, run until SIGINT/SIGTERM or a fatal error, then stop them all."""
-    shutdown = Shutdown()
+async def run_adapters(services: Services, names: list[str], shutdown: Shutdown | None = None) -> None:
+    """Start the named adapters, run until SIGINT/SIGTERM or a fatal error, then stop them all.
+
+    ``shutdown`` lets an embedding program (or a test) stop the run itself.
+    """
+    shutdown = shutdown or Shutdown()
     adapters = [build_adapter(name, services, shutdown.fail) for name in names]
     await asyncio.to_thread(services.case.ensure_indexed)
     await asyncio.to_thread(services.case.warm_up)

@@ -9,6 +9,7 @@ sent, and stops it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import shutil
 import time
@@ -515,3 +516,39 @@ def test_rate_limited_replies_are_retried_and_sent_once(world: World, tmp_path: 
             asyncio.run(scenario())
     assert any("rate limited" in r.getMessage() for r in caplog.records)
     assert world.bot.fatal == []
+
+
+def test_run_all_serves_telegram_and_matrix_in_one_process(world: World, tmp_path: Path) -> None:
+    """`casebot run all`: both adapters on one event loop, one conversation, one orderly stop."""
+    from bot.app import Shutdown, run_adapters
+    from bot.settings import TelegramSettings
+    from tests.integration.botapi_peer import BotApiPeer
+
+    async def scenario() -> None:
+        async with BotApiPeer() as peer:
+            telegram = TelegramSettings(token=SecretStr(peer.token), api_base_url=peer.base_url)
+            settings = world.services.settings.model_copy(update={"telegram": telegram})
+            services = dataclasses.replace(world.services, settings=settings)
+            shutdown = Shutdown()
+            runner = asyncio.create_task(run_adapters(services, ["telegram", "matrix"], shutdown))
+            journalist = await Person.login(world.synapse, world.journalist, tmp_path / "journalist")
+            try:
+                mark = len(peer.calls)
+                peer.private_text(4242, QUESTION)
+                sent = await peer.wait_for_async(
+                    lambda c: c.method == "sendMessage" and c.params.get("chat_id") == 4242, since=mark,
+                    timeout=60)
+                assert "EDÖB" in str(sent.params["text"])
+
+                room = await journalist.create_room(invite=[world.bot.user_id])
+                await _joined(journalist, room, world.bot.user_id)
+                question = await journalist.say(room, QUESTION)
+                answer = await journalist.reply(room, question, world.bot.user_id)
+                _assert_cited_answer(answer, question, CASE_URLS)
+            finally:
+                await journalist.close()
+                shutdown.event.set()
+                await asyncio.wait_for(runner, 60)
+            assert shutdown.reason == ""
+
+    asyncio.run(scenario())
