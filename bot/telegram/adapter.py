@@ -106,6 +106,20 @@ def parse_commands(text: str) -> list[BotCommand]:
     return commands
 
 
+class _PollingRequest(HTTPXRequest):
+    """The getUpdates connection; reports when Telegram stops accepting the token."""
+
+    def __init__(self, on_rejected: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_rejected = on_rejected
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        status, payload = await super().do_request(*args, **kwargs)
+        if status in (401, 404):  # what PTB turns into InvalidToken
+            self._on_rejected()
+        return status, payload
+
+
 class TelegramAdapter:
     """The Telegram bot: a PTB Application with a symmetric start/stop.
 
@@ -139,6 +153,7 @@ class TelegramAdapter:
         self._poll_timeout = poll_timeout
         self._request_timeout = request_timeout
         self._on_fatal = on_fatal
+        self._token_revoked = False
         # Answers written by a language model take seconds: show one placeholder
         # and replace it with the answer (one edit, never per token).
         self._thinking_message = thinking_message
@@ -189,7 +204,10 @@ class TelegramAdapter:
         try:
             if app is not None:
                 if app.updater is not None and app.updater.running:
-                    await app.updater.stop()
+                    try:
+                        await app.updater.stop()
+                    except InvalidToken:  # the polling loop's end, already reported by _token_rejected
+                        log.info("polling had stopped: the token was rejected")
                 if app.running:
                     await app.stop()
                 await app.shutdown()
@@ -205,9 +223,9 @@ class TelegramAdapter:
         timeout = self._request_timeout
         request = HTTPXRequest(connection_pool_size=self._concurrent_updates + 8, connect_timeout=timeout,
                                read_timeout=timeout, write_timeout=timeout, pool_timeout=timeout)
-        polling = HTTPXRequest(connection_pool_size=2, connect_timeout=timeout,
-                               read_timeout=timeout + self._poll_timeout, write_timeout=timeout,
-                               pool_timeout=timeout)
+        polling = _PollingRequest(self._token_rejected, connection_pool_size=2, connect_timeout=timeout,
+                                  read_timeout=timeout + self._poll_timeout, write_timeout=timeout,
+                                  pool_timeout=timeout)
         self._requests = [request, polling]
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder().token(token).request(request).get_updates_request(polling)
@@ -304,14 +322,22 @@ class TelegramAdapter:
             raise
 
     def _on_polling_error(self, error: TelegramError) -> None:
-        """Transient errors are retried by PTB; a token revoked while running is fatal."""
-        if isinstance(error, InvalidToken):
-            log.error("Telegram no longer accepts the bot token; polling stopped")
-            if self._on_fatal is not None:
-                self._on_fatal("Telegram rejected the bot token (CASEBOT_TELEGRAM__TOKEN) while running: "
-                               "it was revoked or changed; update it and restart.")
-            return
+        """Transient polling errors: PTB retries them with backoff."""
         log.warning("polling Telegram failed, retrying: %s", type(error).__name__)
+
+    def _token_rejected(self) -> None:
+        """Polling was refused (401/404): the token was revoked or changed while running.
+
+        PTB ends its polling loop silently on ``InvalidToken``; without this
+        the process would keep running deaf.
+        """
+        if self._token_revoked:
+            return
+        self._token_revoked = True
+        log.error("Telegram no longer accepts the bot token; polling stopped")
+        if self._on_fatal is not None:
+            self._on_fatal("Telegram rejected the bot token (CASEBOT_TELEGRAM__TOKEN) while running: "
+                           "it was revoked or changed; update it and restart.")
 
     # --- who is asking -------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from bot.app import Adapter, Services, build_adapter, build_services
 from bot.settings import DEMO_ARTICLES, Settings, TelegramSettings
@@ -467,5 +468,26 @@ def test_thinking_message_is_replaced_by_the_answer(services: Services) -> None:
                 assert len(peer.calls_of("editMessageText")) == 1
             finally:
                 await adapter.stop()
+
+    run(scenario)
+
+
+def test_token_revoked_while_running_is_fatal(services: Services) -> None:
+    """PTB stops polling silently on a rejected token; the adapter reports it instead."""
+
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            reasons: list[str] = []
+            telegram = TelegramSettings(token=SecretStr(peer.token), api_base_url=peer.base_url)
+            settings = services.settings.model_copy(update={"telegram": telegram})
+            adapter = build_adapter("telegram", dataclasses.replace(services, settings=settings), reasons.append)
+            await adapter.start()
+            try:
+                peer.fail_next("getUpdates", status=401, description="Unauthorized", times=50)
+                await eventually(lambda: bool(reasons), timeout=20)
+            finally:
+                await adapter.stop()
+            assert len(reasons) == 1
+            assert "CASEBOT_TELEGRAM__TOKEN" in reasons[0] and peer.token not in reasons[0]
 
     run(scenario)
