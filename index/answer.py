@@ -216,8 +216,12 @@ class ExtractiveAnswerer:
             self._reference_vectors(language)
         self._retriever.keyword_index()
 
-    def answer(self, question: str, language: str | None = None, retrieval_query: str | None = None) -> Answer:
+    def answer(self, question: str, language: str | None = None, retrieval_query: str | None = None,
+               previous_question: str | None = None) -> Answer:
         """Answer ``question`` (in ``language``, else its detected language).
+
+        ``previous_question`` is accepted for the :class:`index.case.Answerer`
+        interface and not needed here: ``retrieval_query`` already carries it.
 
         ``retrieval_query`` overrides what is searched for (a follow-up
         question expanded with the previous one) while the reply's language

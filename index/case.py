@@ -29,10 +29,8 @@ class IndexStats:
 class Answerer(Protocol):
     """What :class:`CaseIndex` needs from an answerer (extractive or LLM-written)."""
 
-    def answer(self, question: str, language: str | None = None,
-               retrieval_query: str | None = None) -> Answer: ...
-
-    def refusal(self, language: str, reason: str, confidence: float = 0.0) -> Answer: ...
+    def answer(self, question: str, language: str | None = None, retrieval_query: str | None = None,
+               previous_question: str | None = None) -> Answer: ...
 
     def invalidate(self) -> None: ...
 
@@ -103,13 +101,7 @@ class CaseIndex:
         stand-alone one first. The extractive answerer ignores it.
         """
         self._store.ensure_compatible()  # vectors of another model cannot be compared
-        if previous_question and isinstance(self._answerer, GroundedAnswerer):
-            return self._answerer.answer(question, language, retrieval_query, previous_question)
-        return self._answerer.answer(question, language, retrieval_query)
-
-    def refusal(self, language: str) -> Answer:
-        """The standard "not in the articles" answer."""
-        return self._answerer.refusal(language, "policy")
+        return self._answerer.answer(question, language, retrieval_query, previous_question)
 
     def sources(self) -> list[ArticleRecord]:
         """Indexed articles, newest first."""

@@ -129,9 +129,6 @@ class GroundedAnswerer:
         self._extractive.warm_up()
         self._model.warm_up()
 
-    def refusal(self, language: str, reason: str, confidence: float = 0.0) -> Answer:
-        return self._extractive.refusal(language, reason, confidence)
-
     def answer(
         self,
         question: str,
