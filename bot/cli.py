@@ -19,6 +19,7 @@ from bot.app import ADAPTERS, Services, build_services, configure_logging, run_a
 from bot.console import chat_loop, render_plain
 from bot.conversation import Reply
 from bot.settings import load_settings
+from index.answer import format_attribution
 from index.errors import CasebotError
 from index.evaluation import load_items, score
 from index.pipeline import ProgressCallback
@@ -112,7 +113,7 @@ def _sources(services: Services, args: argparse.Namespace) -> int:
     if not records:
         print("The index is empty; run `casebot index` first.")
     for r in records:
-        attribution = ", ".join(x for x in (r.outlet, r.published) if x)
+        attribution = format_attribution(r.outlet, r.published)
         print(f"{r.title} ({attribution}) {r.url or r.path}")
     return 0
 

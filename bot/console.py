@@ -11,7 +11,7 @@ import sys
 from typing import TextIO
 
 from bot.conversation import Conversation, Incoming, Reply
-from index.answer import sources_block
+from index.answer import format_attribution, sources_block
 from index.prompts import PromptLibrary
 
 
@@ -23,7 +23,7 @@ def render_plain(reply: Reply, prompts: PromptLibrary) -> str:
     if reply.articles:
         lines = [reply.text]
         for article in reply.articles:
-            attribution = ", ".join(x for x in (article.outlet, article.published) if x)
+            attribution = format_attribution(article.outlet, article.published)
             line = f"- {article.title}"
             if attribution:
                 line += f" ({attribution})"

@@ -418,13 +418,18 @@ def _question_words(question: str) -> dict[str, set[str]]:
     return result
 
 
+def format_attribution(outlet: str, published: str) -> str:
+    """"Outlet, date" as shown after a cited article's title (parts left out when empty)."""
+    return ", ".join(x for x in (outlet, published) if x)
+
+
 def sources_block(citations: Sequence[Citation], language: str, prompts: PromptLibrary) -> str:
     """Plain-text list of cited articles: ``[n] Title — Outlet, date — URL``."""
     if not citations:
         return ""
     lines = [prompts.text(language, "sources_heading")]
     for c in citations:
-        attribution = ", ".join(x for x in (c.outlet, c.published) if x)
+        attribution = format_attribution(c.outlet, c.published)
         line = f"[{c.n}] {c.title}"
         if attribution:
             line += f" — {attribution}"

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from bot.console import render_plain
 from bot.conversation import Reply
-from index.answer import Citation
+from index.answer import Citation, format_attribution
 from index.prompts import PromptLibrary
 from index.store import ArticleRecord
 
@@ -97,15 +97,11 @@ def _paragraphs(text: str, citations: Sequence[Citation] = ()) -> str:
     return "".join(rendered)
 
 
-def _attribution(outlet: str, published: str) -> str:
-    return ", ".join(x for x in (outlet, published) if x)
-
-
 def _sources_html(citations: Sequence[Citation], heading: str) -> str:
     items = []
     for c in citations:
         item = link(c.url, f"[{c.n}]") + " " + link(c.url, c.title or c.url)
-        attribution = _attribution(c.outlet, c.published)
+        attribution = format_attribution(c.outlet, c.published)
         if attribution:
             item += " — " + html.escape(attribution, quote=False)
         items.append(f"<li>{item}</li>")
@@ -116,7 +112,7 @@ def _articles_html(articles: Sequence[ArticleRecord]) -> str:
     items = []
     for article in articles:
         item = link(article.url, article.title) if article.url else html.escape(article.title, quote=False)
-        attribution = _attribution(article.outlet, article.published)
+        attribution = format_attribution(article.outlet, article.published)
         if attribution:
             item += f" ({html.escape(attribution, quote=False)})"
         items.append(f"<li>{item}</li>")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.conversation import Reply
-from index.answer import Citation
+from index.answer import Citation, format_attribution
 from index.prompts import PromptLibrary
 from index.store import ArticleRecord
 
@@ -93,7 +93,7 @@ def _text_lines(text: str, render: Callable[[str], str]) -> list[list[Line]]:
 
 def _citation_line(c: Citation) -> Line:
     title = c.title[:_MAX_TITLE] or c.url or c.article_id
-    attribution = ", ".join(x for x in (c.outlet, c.published) if x)
+    attribution = format_attribution(c.outlet, c.published)
     html_line = f"[{c.n}] " + link(title, c.url)
     plain = f"[{c.n}] {title}"
     if attribution:
@@ -106,7 +106,7 @@ def _citation_line(c: Citation) -> Line:
 
 def _article_line(a: ArticleRecord) -> Line:
     title = a.title[:_MAX_TITLE] or a.url or a.path
-    attribution = ", ".join(x for x in (a.outlet, a.published) if x)
+    attribution = format_attribution(a.outlet, a.published)
     html_line = "• " + link(title, a.url)
     plain = f"- {title}"
     if attribution:
