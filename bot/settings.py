@@ -67,7 +67,7 @@ class RetrievalSettings(BaseModel):
 class AnswerSettings(BaseModel):
     """The extractive answerer's limits and its refusal threshold."""
 
-    min_margin: float = Field(-0.02, ge=-1, le=1)
+    false_refusal_rate: float = Field(0.05, gt=0, lt=0.5)  # refusal calibration: see index/refusal.py
     max_sentences: int = Field(3, ge=1, le=10)
     max_quote_chars: int = Field(700, ge=100, le=4000)
 
