@@ -532,6 +532,9 @@ class MatrixAdapter:
             if target is not None:  # answered only if it replies to the bot
                 text = rules.question_text(event.body, self.user_id, names)
                 return functools.partial(self._on_text, room.room_id, event, text, target)
+            if rules.in_thread(content):  # perhaps the asker following up in the bot's answer thread
+                text = rules.question_text(event.body, self.user_id, names)
+                return functools.partial(self._on_follow_up, room.room_id, event, text)
             log.debug("matrix: %s in %s (%d members) is not addressed to the bot", event.event_id,
                       room.room_id, room.member_count)
             return None
@@ -583,7 +586,18 @@ class MatrixAdapter:
         incoming = Incoming(chat_id=chat_id, user_id=event.sender, text=text,
                             is_admin=event.sender in self._settings.admins, command_prefix="!")
         reply = await self._conversation.handle(incoming)
+        if reply.kind == "answer" and root == event.event_id:
+            await asyncio.to_thread(self._state.record_thread, room_id, root, event.sender)
         await self._send_reply(room_id, event.event_id, root, chat_id, reply)
+
+    async def _on_follow_up(self, room_id: str, event: RoomMessageText, text: str) -> None:
+        """A thread message without mention: answered only from the asker of the thread's question."""
+        root = rules.thread_root(event.source.get("content", {}), event.event_id)
+        asker = await asyncio.to_thread(self._state.thread_asker, room_id, root)
+        if asker != event.sender:
+            log.debug("matrix: %s in thread %s is not addressed to the bot", event.event_id, root)
+            return
+        await self._on_text(room_id, event, text, None)
 
     async def _on_file(self, room_id: str, event: RoomMessageFile | RoomEncryptedFile, direct: bool) -> None:
         content = event.source.get("content", {})
