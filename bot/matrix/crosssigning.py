@@ -63,6 +63,13 @@ _FILE_VERSION = 1
 _SCRYPT_N = 2**15
 
 
+_UIA_HINT = (
+    "the homeserver wants the bot account's password to publish its cross-signing keys: set "
+    "CASEBOT_MATRIX__PASSWORD (the access token stays in use) and restart once. Until then Element marks "
+    "the bot's messages as sent by an unverified device, and clients that exclude insecure devices "
+    "cannot talk with it.")
+
+
 class CrossSigningError(CasebotError):
     """Cross-signing could not be set up; the message says why and what to do."""
 
@@ -258,6 +265,8 @@ class CrossSigning:
                 "Restore the data dir, or set CASEBOT_MATRIX__RESET_CROSS_SIGNING=true for one start "
                 "to replace them (people who talk with the bot will see that its identity changed).")
         else:
+            if server_master is not None and not self._password:  # replacing keys always needs the password
+                raise CrossSigningError(_UIA_HINT)
             if stored is None or server_master is not None:  # first start, or the reset asked for
                 stored = CrossSigningKeys.generate()
                 # Stored before the upload: keys on the server that this dir has lost are worse than
@@ -282,11 +291,7 @@ class CrossSigning:
         status, body = await self._request("POST", DEVICE_SIGNING_UPLOAD, payload)
         if status == 401 and "flows" in body:  # user-interactive auth
             if not self._password:
-                raise CrossSigningError(
-                    "the homeserver wants the bot account's password to publish its cross-signing keys: set "
-                    "CASEBOT_MATRIX__PASSWORD (the access token stays in use) and restart once. Until then "
-                    "Element marks the bot's messages as sent by an unverified device, and clients that "
-                    "exclude insecure devices cannot talk with it.")
+                raise CrossSigningError(_UIA_HINT)
             stages = [stage for flow in body.get("flows", []) for stage in flow.get("stages", [])]
             if "m.login.password" not in stages:
                 raise CrossSigningError("the homeserver does not accept the password to publish cross-signing "
