@@ -7,6 +7,7 @@
 // Everything else the SDK prints goes to stderr. One process can hold several
 // journalists (by user id), so a test module starts Node once.
 
+import "./node20.mjs";
 import "fake-indexeddb/auto";
 import * as readline from "node:readline";
 
@@ -123,17 +124,21 @@ const commands = {
             && e.getWireType() !== "m.reaction").map((e) => e.getId()) };
     },
 
-    // How this journalist's crypto sees another device (the bot's).
-    async deviceStatus({ userId, otherUser, deviceId }) {
+    // How this journalist's crypto sees another device (the bot's). The Rust crypto keeps devices of
+    // users it shares an encrypted room with; wait up to timeoutMs for the device to show up signed.
+    async deviceStatus({ userId, otherUser, deviceId, timeoutMs = 15000 }) {
         const crypto = client(userId).getCrypto();
-        await crypto.getUserDeviceInfo([otherUser], true);
-        const status = await crypto.getDeviceVerificationStatus(otherUser, deviceId);
-        const identity = await crypto.getUserVerificationStatus(otherUser);
-        return {
-            signedByOwner: Boolean(status?.signedByOwner),
-            crossSigningVerified: Boolean(status?.crossSigningVerified),
-            identityKnown: Boolean(identity),
-        };
+        const end = Date.now() + timeoutMs;
+        for (;;) {
+            const status = await crypto.getDeviceVerificationStatus(otherUser, deviceId);
+            const result = {
+                known: Boolean(status),
+                signedByOwner: Boolean(status?.signedByOwner),
+                crossSigningVerified: Boolean(status?.crossSigningVerified),
+            };
+            if (result.signedByOwner || Date.now() > end) return result;
+            await sleep(250);
+        }
     },
 
     // Element's "Verify session": a to-device verification request; resolves when it ends.
