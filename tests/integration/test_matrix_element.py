@@ -225,6 +225,9 @@ def test_element_journalist_in_exclude_insecure_mode_gets_trusted_answers(world:
                                           deviceId=bot.device_id)
             assert verified == {"phase": "Cancelled", "cancellationCode": CANCEL_CODE,
                                 "cancellingUserId": bot.user_id}, verified
+            # "Verify" on the bot's profile: an in-room request in the encrypted direct chat, cancelled too.
+            in_room = await element.call("verifyUserInRoom", userId=me, otherUser=bot.user_id, roomId=dm)
+            assert in_room == verified, in_room
         finally:
             await bot.stop()
 

@@ -146,13 +146,13 @@ const commands = {
         const crypto = client(userId).getCrypto();
         await crypto.getUserDeviceInfo([otherUser], true);
         const request = await crypto.requestDeviceVerification(otherUser, deviceId);
-        await until("the verification request to end", timeoutMs,
-            () => request.phase === VerificationPhase.Cancelled || request.phase === VerificationPhase.Done);
-        return {
-            phase: VerificationPhase[request.phase],
-            cancellationCode: request.cancellationCode,
-            cancellingUserId: request.cancellingUserId ?? null,
-        };
+        return await ended(request, timeoutMs);
+    },
+
+    // Element's "Verify" on a person: an in-room request in the direct chat; resolves when it ends.
+    async verifyUserInRoom({ userId, otherUser, roomId, timeoutMs = 30000 }) {
+        const request = await client(userId).getCrypto().requestVerificationDM(otherUser, roomId);
+        return await ended(request, timeoutMs);
     },
 
     async stop() {
@@ -162,6 +162,16 @@ const commands = {
         return {};
     },
 };
+
+async function ended(request, timeoutMs) {
+    await until("the verification request to end", timeoutMs,
+        () => request.phase === VerificationPhase.Cancelled || request.phase === VerificationPhase.Done);
+    return {
+        phase: VerificationPhase[request.phase],
+        cancellationCode: request.cancellationCode,
+        cancellingUserId: request.cancellingUserId ?? null,
+    };
+}
 
 async function describe(c, event) {
     await c.decryptEventIfNeeded(event);
