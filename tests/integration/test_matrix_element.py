@@ -106,7 +106,7 @@ def _address(text: str) -> dict[str, Any]:
 def _assert_trusted_answer(reply: dict[str, Any]) -> None:
     assert reply["encrypted"], reply
     assert not reply["decryptionFailure"], reply
-    assert reply["shieldColour"] != "RED", reply
+    assert reply["shieldColour"] == "NONE", reply  # not red, and not even grey
     body = reply["content"]["body"]
     assert any(u in body for u in CASE_URLS), body  # the bot read the question and cited the case
 
