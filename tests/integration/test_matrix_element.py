@@ -13,56 +13,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import stat
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from bot.app import build_services
 from bot.matrix.adapter import MatrixAdapter
 from bot.matrix.crosssigning import KeyFile, public_key
 from bot.matrix.state import MatrixState
 from bot.matrix.verification import CANCEL_CODE
-from bot.settings import DEMO_ARTICLES, ChatSettings, MatrixSettings, Settings
+from tests.integration import test_matrix
 from tests.integration.element import ElementJournalists, node_available
-from tests.integration.synapse_harness import SynapseServer, running_synapse
-from tests.integration.test_matrix import BOT_PASSWORD, CASE_URLS, QUESTION, Bot, World
+from tests.integration.synapse_harness import SynapseServer
+from tests.integration.test_matrix import BOT_PASSWORD, CASE_URLS, QUESTION, World
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not node_available(), reason="Node.js and npm are needed for the Element journalist"),
 ]
 
-JOURNALIST_PASSWORD = "journalist-pw"
+JOURNALIST_PASSWORD = "pw"  # as registered by test_matrix.world
 QUIET_S = 6.0  # how long "no answer" is waited for; the bot answers a question in well under that
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    root = tmp_path_factory.mktemp("element")
-    articles = root / "articles"
-    shutil.copytree(DEMO_ARTICLES, articles)
-    with running_synapse() as synapse:
-        bot_id, _ = synapse.register_user("casebot", BOT_PASSWORD)
-        journalist, _ = synapse.register_user("journalist", JOURNALIST_PASSWORD)
-        colleague, _ = synapse.register_user("colleague", JOURNALIST_PASSWORD)
-        admin, _ = synapse.register_user("editor", JOURNALIST_PASSWORD)
-        matrix = MatrixSettings(
-            homeserver=synapse.base_url, user_id=bot_id, password=SecretStr(BOT_PASSWORD),
-            allowed_users=[journalist, colleague, admin], admins=[admin],
-            pickle_key=SecretStr("test-only-pickle-key"), sync_timeout_seconds=5,
-        )
-        settings = Settings(data_dir=root / "var", articles_dir=articles, matrix=matrix,
-                            chat=ChatSettings(rate_limit_count=1000))
-        services = build_services(settings)
-        services.case.ensure_indexed()
-        services.case.warm_up()
-        yield World(synapse, services, Bot(bot_id, matrix), journalist, admin, colleague)
+# The same world as the nio tests (its own Synapse and index for this module): bot, journalist, editor.
+world = test_matrix.world
 
 
 def _bot(world: World, data_dir: Path | None = None, **changes: Any) -> MatrixAdapter:
