@@ -160,8 +160,11 @@ def test_element_journalist_in_exclude_insecure_mode_gets_trusted_answers(world:
         bot = _bot(world)
         await bot.start()
         try:
-            room = (await element.call("createRoom", userId=me, invite=[bot.user_id, world.stranger],
+            colleague = (await element.call("login", baseUrl=world.synapse.base_url, userId=world.admin,
+                                            password=JOURNALIST_PASSWORD))["userId"]
+            room = (await element.call("createRoom", userId=me, invite=[bot.user_id, colleague],
                                        encrypted=True))["roomId"]
+            await element.call("join", userId=colleague, roomId=room)
             await element.call("waitJoin", userId=me, roomId=room, member=bot.user_id)
 
             # "casebot: QUESTION" as Element sends it, with an empty m.mentions.
@@ -185,10 +188,20 @@ def test_element_journalist_in_exclude_insecure_mode_gets_trusted_answers(world:
                                         sender=bot.user_id)
             _assert_trusted_answer(second)
             assert second["content"]["m.relates_to"]["event_id"] == question
+            # The same in the thread from a colleague who did not ask is talk between people.
+            aside = (await element.call("send", userId=colleague, roomId=room, content={
+                "msgtype": "m.text", "body": "Welche Behörde ermittelt, weiss das jemand?", "m.mentions": {},
+                "m.relates_to": {"rel_type": "m.thread", "event_id": question, "is_falling_back": True,
+                                 "m.in_reply_to": {"event_id": second["eventId"]}}}))["eventId"]
             await asyncio.sleep(QUIET_S)
             bot_messages = (await element.call("messagesFrom", userId=me, roomId=room,
                                                sender=bot.user_id))["eventIds"]
-            assert bot_messages == [answer["eventId"], second["eventId"]], (chatter, bot_messages)
+            assert bot_messages == [answer["eventId"], second["eventId"]], (chatter, aside, bot_messages)
+            # (The bot does read the colleague: addressed, the colleague is answered.)
+            colleague_asks = (await element.call("send", userId=colleague, roomId=room,
+                                                 content=_address(QUESTION)))["eventId"]
+            _assert_trusted_answer(await element.call("waitReply", userId=colleague, roomId=room,
+                                                      eventId=colleague_asks, sender=bot.user_id))
 
             # An encrypted direct chat: no address needed.
             dm = (await element.call("createRoom", userId=me, invite=[bot.user_id], encrypted=True,

@@ -91,6 +91,13 @@ const commands = {
         return { roomId: room_id };
     },
 
+    async join({ userId, roomId }) {
+        const c = client(userId);
+        await c.joinRoom(roomId);
+        await until(`${userId} in ${roomId}`, 30000, () => c.getRoom(roomId)?.getMyMembership() === "join");
+        return {};
+    },
+
     async waitJoin({ userId, roomId, member, timeoutMs = 60000 }) {
         const c = client(userId);
         await until(`${member} to join ${roomId}`, timeoutMs,
