@@ -5,6 +5,10 @@ Thin like every adapter: a Matrix event -> :class:`Incoming` ->
 ``m.notice`` in the question's thread. The decisions about events (who may
 invite, what addresses the bot) are pure functions in :mod:`bot.matrix.rules`;
 what must survive a restart lives in :class:`bot.matrix.state.MatrixState`.
+Trust is wired here and done elsewhere: :mod:`bot.matrix.crosssigning` signs
+the bot's device at start (Element's red shield and "exclude insecure
+devices"), :mod:`bot.matrix.verification` decides how interactive
+verification requests are declined.
 
 Lifecycle: :meth:`start` logs in (or restores the stored device), loads the
 crypto store, runs the first sync and spawns the sync loop as a kept,
@@ -470,7 +474,6 @@ class MatrixAdapter:
 
     async def _cancel_verifications(self, response: SyncResponse) -> None:
         """Cancel to-device verification requests from allowed users (see :mod:`bot.matrix.verification`)."""
-        client = self._require_client()
         for event in response.to_device_events:
             if not isinstance(event, UnknownToDeviceEvent | KeyVerificationStart):
                 continue
@@ -482,9 +485,12 @@ class MatrixAdapter:
                 log.info("matrix: ignoring a verification request from %s (not an allowed user)", event.sender)
                 continue
             message = ToDeviceMessage(verification.CANCEL, cancel.user_id, cancel.device_id, cancel.content)
-            sent = await self._call("verification cancel", functools.partial(client.to_device, message))
-            log.info("matrix: declined interactive verification from %s (device %s): %s", cancel.user_id,
-                     cancel.device_id, sent if isinstance(sent, ErrorResponse) else "cancel sent")
+            await self._spawn(functools.partial(self._send_to_device, message), "verification-cancel")
+
+    async def _send_to_device(self, message: ToDeviceMessage) -> None:
+        sent = await self._call("verification cancel", functools.partial(self._require_client().to_device, message))
+        log.info("matrix: declined interactive verification from %s (device %s): %s", message.recipient,
+                 message.recipient_device, sent if isinstance(sent, ErrorResponse) else "cancel sent")
 
     def _may_invite(self, user_id: str) -> bool:
         return rules.user_allowed(user_id, self._settings.allowed_users) or user_id in self._settings.admins
