@@ -226,9 +226,9 @@ def test_element_journalist_in_exclude_insecure_mode_gets_trusted_answers(world:
     _run(world, tmp_path, scenario)
 
 
-def test_stats_shows_trust_and_a_lost_data_dir_is_reported(world: World, tmp_path: Path,
+def test_stats_shows_trust_and_lost_keys_are_reported_then_reset_on_request(world: World, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """!stats shows the master key; keys the data dir does not hold are left alone and reported in one line."""
+    """!stats shows the master key; keys a lost data dir no longer holds are reported, replaced only on request."""
     synapse, user = world.synapse, world.bot.user_id
 
     async def scenario(element: ElementJournalists) -> None:
@@ -267,5 +267,15 @@ def test_stats_shows_trust_and_a_lost_data_dir_is_reported(world: World, tmp_pat
                 assert _master(_keys(synapse, user), user) == master  # nothing replaced without the password
             finally:
                 await bot.stop()
+
+        # With the password, the reset replaces the identity (user-interactive auth) and signs the device.
+        bot = _bot(world, lost, access_token=SecretStr(login["access_token"]), reset_cross_signing=True)
+        await bot.start()
+        try:
+            keys = _keys(synapse, user)
+            assert _master(keys, user) not in (None, master)
+            assert _device_signed_by_ssk(keys, user, bot.device_id)
+        finally:
+            await bot.stop()
 
     _run(world, tmp_path, scenario)
