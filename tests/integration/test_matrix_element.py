@@ -90,7 +90,8 @@ def _assert_trusted_answer(reply: dict[str, Any]) -> None:
     assert any(u in body for u in CASE_URLS), body  # the bot read the question and cited the case
 
 
-def test_first_start_cross_signs_the_device_and_restart_reuses_the_keys(world: World, tmp_path: Path) -> None:
+def test_first_start_cross_signs_the_device_and_restart_reuses_the_keys(world: World, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     """Keys created, published, device signed; a restart and a new device reuse them."""
     synapse, user = world.synapse, world.bot.user_id
     assert _master(_keys(synapse, user), user) is None
@@ -99,11 +100,14 @@ def test_first_start_cross_signs_the_device_and_restart_reuses_the_keys(world: W
         journalist = await element.call("login", baseUrl=synapse.base_url, userId=world.journalist,
                                         password=JOURNALIST_PASSWORD)
         bot = _bot(world)
-        await bot.start()
+        with caplog.at_level(logging.INFO, logger="bot.matrix"):
+            await bot.start()
         try:
             keys = _keys(synapse, user)
             master = _master(keys, user)
             assert master is not None
+            trust = [r.getMessage() for r in caplog.records if "cross-signing is" in r.getMessage()]
+            assert trust == [f"matrix: cross-signing is set up: device signed by the account's master key {master}"]
             assert _device_signed_by_ssk(keys, user, bot.device_id)
             # The journalist's Rust crypto, sharing an encrypted room with the bot, sees the device signed.
             room = (await element.call("createRoom", userId=journalist["userId"], invite=[user],
