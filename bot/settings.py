@@ -128,6 +128,8 @@ class MatrixSettings(BaseModel):
     max_pending_events: int = Field(32, ge=1, le=1000)  # events being answered at once
     sync_timeout_seconds: float = Field(30.0, ge=0, le=300)  # long-poll wait of one /sync
     request_timeout_seconds: float = Field(60.0, gt=0)
+    # Replace cross-signing keys the account has but the data dir lost (Element shows "identity changed").
+    reset_cross_signing: bool = False
 
     _split_users = field_validator("allowed_users", "admins", mode="before")(_split_list)
 
