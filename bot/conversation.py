@@ -65,6 +65,37 @@ def clean_text(text: str) -> str:
     return "".join(" " if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
 
 
+def is_blank(text: str) -> bool:
+    """True if a chat would show no text: only whitespace, control and format characters.
+
+    Telegram refuses such a message; Matrix clients show an empty bubble.
+    """
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp") for c in text)
+
+
+def clean_reply(reply: Reply) -> Reply:
+    """``reply`` with :func:`clean_text` applied to every text in it (answer, citations, articles).
+
+    Renderers call it first: titles and URLs come from article files and
+    may carry anything a file can.
+    """
+    cleaned = _clean_value(reply)
+    assert isinstance(cleaned, Reply)
+    return cleaned
+
+
+def _clean_value(value: object) -> object:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, tuple):
+        return tuple(_clean_value(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _clean_value(getattr(value, f.name)) for f in dataclasses.fields(value)
+                   if f.init and isinstance(getattr(value, f.name), str | tuple | Answer | ArticleRecord)}
+        return dataclasses.replace(value, **changes)
+    return value
+
+
 def normalise_question(text: str) -> str:
     """A question as it is answered: :func:`clean_text`, NFC, whitespace runs collapsed, stripped."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFC", clean_text(text))).strip()
@@ -360,8 +391,18 @@ class Conversation:
         safe base name of at most :data:`MAX_NAME_BYTES` bytes with its
         suffix kept; the file is written under a temporary name, linked into
         place only if the name is still free, and removed again if it cannot
-        be indexed, so nothing half-written or unusable stays behind.
+        be indexed, so nothing half-written or unusable stays behind. Never
+        raises: an unexpected failure is logged and answered like in :meth:`handle`.
         """
+        try:
+            return await self._add_article(filename, content, is_admin, user_id, language)
+        except Exception:
+            log.exception("saving the upload %r from user %s failed", clean_text(filename)[:80], user_id)
+            return self.failure(language)
+
+    async def _add_article(
+        self, filename: str, content: bytes, is_admin: bool, user_id: str, language: str | None
+    ) -> Reply:
         refusal = self.check_upload(filename, len(content), is_admin, user_id, language)
         if refusal is not None:
             return refusal

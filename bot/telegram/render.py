@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.conversation import Reply, clean_text
+from bot.conversation import Reply, clean_reply, is_blank
 from index.answer import Citation, format_attribution
 from index.prompts import PromptLibrary
 from index.store import ArticleRecord
@@ -72,11 +71,6 @@ def link(text: str, url: str) -> str:
 def _length(text: str) -> int:
     """Length in UTF-16 code units, the unit Telegram counts in (a lone surrogate counts one)."""
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def is_blank(text: str) -> bool:
-    """True if Telegram would see no text: only whitespace, control and format characters."""
-    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp") for c in text)
 
 
 def linked_markers(text: str, citations: Sequence[Citation]) -> str:
@@ -214,5 +208,5 @@ def pack(blocks: Sequence[Sequence[Line]], limit: int = SAFE_LIMIT) -> list[Mess
 
 def render(reply: Reply, prompts: PromptLibrary, limit: int = SAFE_LIMIT) -> list[Message]:
     """The reply as Telegram messages (HTML plus plain-text twin), each below ``limit``; never none."""
-    messages = [Message(clean_text(m.html), clean_text(m.plain)) for m in pack(paragraphs(reply, prompts), limit)]
+    messages = pack(paragraphs(clean_reply(reply), prompts), limit)
     return messages or [Message("…", "…")]

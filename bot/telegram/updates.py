@@ -78,12 +78,27 @@ class UpdateJournal:
         self._ttl = ttl
         self._max_seen = max_seen
         self._writes = 0
-        create_private(path)
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as error:  # not a database (a torn copy, another file)
+            aside = path.with_name(f"{path.name}.corrupt-{int(self._clock())}")
+            log.warning("the update journal %s is unreadable (%s); moved it to %s and started afresh",
+                        path, error, aside.name)
+            path.replace(aside)
+            self._db = self._open()
         self._prune()
+
+    def _open(self) -> sqlite3.Connection:
+        create_private(self._path)
+        db = sqlite3.connect(self._path, timeout=10, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self._db.close()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from bot.telegram.render import MESSAGE_LIMIT, is_blank, render
+from bot.conversation import is_blank
+from bot.telegram.render import MESSAGE_LIMIT, render
 from index.prompts import PromptLibrary
 from tests.integration.botapi_peer import parse_html, utf16_len
 from tests.unit.fuzz_replies import replies
