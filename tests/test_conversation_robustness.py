@@ -23,7 +23,14 @@ import pytest
 
 from bot.app import Services, build_services
 from bot.console import chat_loop
-from bot.conversation import MAX_NAME_BYTES, MAX_TRACKED_USERS, Conversation, Incoming, RateLimiter, normalise_question
+from bot.conversation import (
+    MAX_NAME_BYTES,
+    MAX_TRACKED_USERS,
+    Conversation,
+    Incoming,
+    RateLimiter,
+    normalise_question,
+)
 from bot.feedback import FeedbackStore
 from bot.followup import is_follow_up
 from bot.settings import ChatSettings
@@ -249,7 +256,8 @@ def test_cli_refuses_an_overlong_question_quickly(tmp_path: Path, articles: Path
     env = {**os.environ, "CASEBOT_DATA_DIR": str(tmp_path / "data"), "CASEBOT_ARTICLES_DIR": str(articles),
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "bot.cli", "ask", "Warum " * 20_000], env=env,
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "ask", "Warum " * 20_000], check=False,
+                            env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "too long" in result.stderr and "CASEBOT_CHAT__MAX_QUESTION_CHARS" in result.stderr
