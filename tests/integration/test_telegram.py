@@ -271,6 +271,28 @@ def test_admin_reindex_and_upload_index_new_articles(services: Services) -> None
 # ---------------------------------------------------------------------------- robustness
 
 
+def test_an_upload_never_overwrites_an_article(services: Services) -> None:
+    articles_dir = services.settings.articles_dir
+    existing = sorted(p for p in articles_dir.iterdir() if p.suffix == ".md")[0]
+    before = existing.read_bytes()
+
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            adapter = adapter_for(services, peer)
+            await adapter.start()
+            try:
+                refused = await reply_to(peer, ADMIN, lambda: peer.document(
+                    ADMIN, ADMIN, existing.name, b"---\ntitle: Fake\n---\nFake.\n", "text/markdown"))
+                assert "gibt es im Artikelordner schon" in refused.message["text"], refused.message["text"]
+                assert peer.calls_of("getFile") == []  # refused before downloading
+            finally:
+                await adapter.stop()
+
+    run(scenario)
+    assert existing.read_bytes() == before
+
+
+
 def test_restart_does_not_answer_again(services: Services) -> None:
     async def scenario() -> None:
         async with new_peer() as peer:
