@@ -47,6 +47,7 @@ _COMMAND = re.compile(r"^[/!](?P<name>[A-Za-z_]+)(?:@\S+)?(?:\s+(?P<args>.*))?$"
 # A command written in a reply text ("/help", "/ask"), not a path or URL.
 _TEXT_COMMAND = re.compile(r"(?<![\w/:.])/(?=[A-Za-z_]+\b)")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # Unicode category Cc, but newline and tab
 MAX_NAME_BYTES = 255
 """What Linux file systems take for one file name, in bytes of UTF-8."""
 MAX_TRACKED_USERS = 20_000
@@ -61,8 +62,7 @@ def clean_text(text: str) -> str:
     NUL and other control characters (but newline and tab) become spaces:
     a NUL would otherwise end the text at that point in the embedder.
     """
-    text = _SURROGATE.sub("\ufffd", text)
-    return "".join(" " if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
+    return _CONTROL.sub(" ", _SURROGATE.sub("\ufffd", text))
 
 
 def is_blank(text: str) -> bool:

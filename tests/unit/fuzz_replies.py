@@ -10,7 +10,8 @@ zero-width and control characters, very long words and very long replies.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 
 from bot.conversation import Reply
 from index.answer import Answer, Citation
@@ -62,3 +63,31 @@ def replies(count: int, seed: int = 12) -> Iterator[Reply]:
         else:  # whitespace and invisible characters only
             yield Reply("notice", "".join(rng.choice([" ", "\n", "\t", "\u200b", "\u00a0", "\x00"])
                                           for _ in range(rng.randint(0, 30))), language)
+
+
+class TagCheck(HTMLParser):
+    """Records every tag ``allowed(tag, attributes)`` refuses and every unbalanced end tag."""
+
+    def __init__(self, allowed: Callable[[str, dict[str, str | None]], bool],
+                 void: frozenset[str] = frozenset()) -> None:
+        super().__init__(convert_charrefs=True)
+        self._allowed = allowed
+        self._void = void
+        self.problems: list[str] = []
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if not self._allowed(tag, dict(attrs)):
+            self.problems.append(f"{tag} {attrs}")
+        if tag not in self._void:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open.pop() != tag:
+            self.problems.append(f"unbalanced </{tag}>")
+
+    def check(self, html: str) -> list[str]:
+        """Feed ``html``; the problems found, unclosed tags included."""
+        self.feed(html)
+        self.close()
+        return self.problems + [f"unclosed <{t}>" for t in self.open]
