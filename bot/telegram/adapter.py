@@ -495,6 +495,8 @@ class TelegramAdapter:
         """Log what failed (the redactor keeps the token out); tell the person if possible."""
         error = context.error
         update_id = update.update_id if isinstance(update, Update) else None
+        if update_id is not None and isinstance(error, NetworkError) and not isinstance(error, BadRequest):
+            self._queue.unsent(update_id)  # the reply did not go out: answered again at the next start
         log.error("handling update %s failed: %s", update_id, error, exc_info=error)
         message = update.effective_message if isinstance(update, Update) else None
         if message is not None and not isinstance(error, TelegramError):

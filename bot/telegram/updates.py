@@ -196,6 +196,7 @@ class JournalQueue(asyncio.Queue[object]):
         self._journal: UpdateJournal | None = None
         self._max_in_flight = max_in_flight
         self._in_flight: set[int] = set()
+        self._unsent: set[int] = set()
         self._room = asyncio.Condition()
 
     def attach(self, journal: UpdateJournal) -> None:
@@ -235,9 +236,20 @@ class JournalQueue(asyncio.Queue[object]):
             count += 1
         return count
 
+    def unsent(self, update_id: int) -> None:
+        """Its reply could not be sent (Telegram unreachable): keep it pending when it is finished."""
+        self._unsent.add(update_id)
+
     async def finished(self, update_id: int) -> None:
-        """The update's handling is over (reply sent, or nothing to say): mark it done, make room."""
-        if self._journal is not None:
+        """The update's handling is over: mark it done (unless its reply was not sent), make room.
+
+        An unsent reply stays pending in the journal, so the next start tries
+        again (at most :data:`MAX_ATTEMPTS` times).
+        """
+        if update_id in self._unsent:
+            self._unsent.discard(update_id)
+            log.warning("update %s stays pending: its reply could not be sent", update_id)
+        elif self._journal is not None:
             self._journal.done(update_id)
         async with self._room:
             self._in_flight.discard(update_id)

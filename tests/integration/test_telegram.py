@@ -383,6 +383,32 @@ def test_commands_are_rate_limited_like_questions(services: Services) -> None:
     run(scenario)
 
 
+def test_a_reply_that_cannot_be_sent_is_answered_after_the_restart(services: Services) -> None:
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            adapter = adapter_for(services, peer)
+            await adapter.start()
+            try:
+                peer.fail_next("sendMessage", status=502, body=b"<html>502 Bad Gateway</html>", times=100)
+                peer.private_text(USER + 40, "/about")
+                await eventually(lambda: len(peer.calls_of("sendMessage")) >= 3, timeout=20)
+                await eventually(lambda: not peer.pending_updates())  # Telegram considers it delivered
+                await asyncio.sleep(0.5)
+            finally:
+                await adapter.stop()
+            peer.clear_failures()
+            assert peer.sent_messages(USER + 40) == []
+            restarted = adapter_for(services, peer)
+            await restarted.start()
+            try:
+                await eventually(lambda: len(peer.sent_messages(USER + 40)) == 1, timeout=20)
+                assert "casebot" in peer.sent_messages(USER + 40)[0].message["text"]
+            finally:
+                await restarted.stop()
+
+    run(scenario)
+
+
 def test_flood_control_is_honoured(services: Services) -> None:
     async def scenario() -> None:
         async with new_peer() as peer:
