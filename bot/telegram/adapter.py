@@ -49,7 +49,6 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 from telegram.request import HTTPXRequest
@@ -104,6 +103,31 @@ def parse_commands(text: str) -> list[BotCommand]:
         if name and description:
             commands.append(BotCommand(name, description[:256]))
     return commands
+
+
+class _JournalledApplication(AnyApplication):
+    """PTB's Application, telling the journal when an update's handling is over.
+
+    ``process_update`` returns once every handler (and the error handler) is
+    done with the update, i.e. its reply was sent or failed: only then is it
+    marked done. Hooking here rather than in a last handler also covers
+    updates PTB gives up on before any handler runs.
+    """
+
+    async def process_update(self, update: object) -> None:
+        queue = self.update_queue
+        if not isinstance(update, Update) or not isinstance(queue, JournalQueue):
+            await super().process_update(update)
+            return
+        try:
+            await super().process_update(update)
+        except asyncio.CancelledError:
+            await queue.release(update.update_id)
+            raise
+        except BaseException:
+            await queue.finished(update.update_id)
+            raise
+        await queue.finished(update.update_id)
 
 
 class _PollingRequest(HTTPXRequest):
@@ -239,7 +263,7 @@ class TelegramAdapter:
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder().token(token).request(request).get_updates_request(polling)
             .rate_limiter(FloodControl()).concurrent_updates(self._concurrent_updates)
-            .update_queue(self._queue)
+            .update_queue(self._queue).application_class(_JournalledApplication)
         )
         if self._settings.api_base_url:
             builder = builder.base_url(self._settings.api_base_url).base_file_url(
@@ -254,8 +278,6 @@ class TelegramAdapter:
         app.add_handler(MessageHandler(message & filters.Document.ALL & filters.ChatType.PRIVATE,
                                        self._on_document))
         app.add_handler(CallbackQueryHandler(self._on_feedback, pattern=rf"^{FEEDBACK_PREFIX}[+-]$"))
-        # Runs after the handlers above (and after the error handler): the reply is out.
-        app.add_handler(TypeHandler(Update, self._finished), group=1)
         app.add_error_handler(self._on_error)
         return app
 
@@ -351,10 +373,6 @@ class TelegramAdapter:
                            "it was revoked or changed; update it and restart.")
 
     # --- who is asking -------------------------------------------------------------
-
-    async def _finished(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Mark an update done once every handler (and the error reply) has finished with it."""
-        await self._queue.finished(update.update_id)
 
     def _is_admin(self, message: Message) -> bool:
         """A listed user, in a private chat, speaking for themselves (not a channel or anonymous admin)."""

@@ -240,6 +240,12 @@ class JournalQueue(asyncio.Queue[object]):
         """Its reply could not be sent (Telegram unreachable): keep it pending when it is finished."""
         self._unsent.add(update_id)
 
+    async def release(self, update_id: int) -> None:
+        """Handling was interrupted (the bot is stopping): make room, leave the update pending."""
+        async with self._room:
+            self._in_flight.discard(update_id)
+            self._room.notify_all()
+
     async def finished(self, update_id: int) -> None:
         """The update's handling is over: mark it done (unless its reply was not sent), make room.
 

@@ -14,7 +14,7 @@ from telegram.error import RetryAfter
 from bot.telegram.adapter import file_url_for, parse_commands
 from bot.telegram.flood import FloodControl
 from bot.telegram.redact import REDACTED, TokenRedactor
-from bot.telegram.updates import MAX_ATTEMPTS, UpdateJournal
+from bot.telegram.updates import MAX_ATTEMPTS, JournalQueue, UpdateJournal
 
 TOKEN = "123456789:AAH-secret_Part-of-the-Token"
 
@@ -192,3 +192,25 @@ def test_command_menu_texts_parse() -> None:
         assert names == ["start", "help", "ask", "sources", "about"]
         admin = [c.command for c in parse_commands(prompts.text(language, "bot_admin_commands"))]
         assert admin == ["reindex", "stats"]
+
+
+def test_journal_queue_takes_no_more_updates_than_it_can_handle(tmp_path: Path) -> None:
+    """A full queue stops the polling loop (its put waits), so Telegram keeps the rest."""
+    from telegram import Update
+
+    async def scenario() -> None:
+        queue = JournalQueue(max_in_flight=2)
+        queue.attach(UpdateJournal(tmp_path / "u.sqlite3", bot_id=1))
+        await queue.put(Update(1))
+        await queue.put(Update(2))
+        await queue.put(Update(2))  # a redelivery: skipped, takes no room
+        third = asyncio.create_task(queue.put(Update(3)))
+        await asyncio.sleep(0.05)
+        assert not third.done() and queue.qsize() == 2
+        await queue.finished(1)
+        await asyncio.wait_for(third, 1)
+        assert queue.qsize() == 3 and queue.in_flight == 2
+        await queue.put(object())  # PTB's stop signal passes through
+        assert queue.qsize() == 4
+
+    asyncio.run(scenario())
