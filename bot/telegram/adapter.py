@@ -59,7 +59,7 @@ from bot.settings import TelegramSettings
 from bot.telegram import render
 from bot.telegram.flood import FloodControl
 from bot.telegram.redact import TokenRedactor
-from bot.telegram.updates import JournalQueue, UpdateJournal
+from bot.telegram.updates import JournalledApplication, JournalQueue, UpdateJournal
 from index.errors import CasebotError
 from index.prompts import PromptLibrary
 
@@ -103,31 +103,6 @@ def parse_commands(text: str) -> list[BotCommand]:
         if name and description:
             commands.append(BotCommand(name, description[:256]))
     return commands
-
-
-class _JournalledApplication(AnyApplication):
-    """PTB's Application, telling the journal when an update's handling is over.
-
-    ``process_update`` returns once every handler (and the error handler) is
-    done with the update, i.e. its reply was sent or failed: only then is it
-    marked done. Hooking here rather than in a last handler also covers
-    updates PTB gives up on before any handler runs.
-    """
-
-    async def process_update(self, update: object) -> None:
-        queue = self.update_queue
-        if not isinstance(update, Update) or not isinstance(queue, JournalQueue):
-            await super().process_update(update)
-            return
-        try:
-            await super().process_update(update)
-        except asyncio.CancelledError:
-            await queue.release(update.update_id)
-            raise
-        except BaseException:
-            await queue.finished(update.update_id)
-            raise
-        await queue.finished(update.update_id)
 
 
 class _PollingRequest(HTTPXRequest):
@@ -263,7 +238,7 @@ class TelegramAdapter:
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder().token(token).request(request).get_updates_request(polling)
             .rate_limiter(FloodControl()).concurrent_updates(self._concurrent_updates)
-            .update_queue(self._queue).application_class(_JournalledApplication)
+            .update_queue(self._queue).application_class(JournalledApplication)
         )
         if self._settings.api_base_url:
             builder = builder.base_url(self._settings.api_base_url).base_file_url(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from telegram import Bot, Update
+from telegram.ext import Application
 
 from bot.private import create_private
 
@@ -260,3 +261,28 @@ class JournalQueue(asyncio.Queue[object]):
         async with self._room:
             self._in_flight.discard(update_id)
             self._room.notify_all()
+
+
+class JournalledApplication(Application[Any, Any, Any, Any, Any, Any]):
+    """PTB's Application, telling the journal when an update's handling is over.
+
+    ``process_update`` returns once every handler (and the error handler) is
+    done with the update, i.e. its reply was sent or failed: only then is it
+    marked done. Hooking here rather than in a last handler also covers
+    updates PTB gives up on before any handler runs.
+    """
+
+    async def process_update(self, update: object) -> None:
+        queue = self.update_queue
+        if not isinstance(update, Update) or not isinstance(queue, JournalQueue):
+            await super().process_update(update)
+            return
+        try:
+            await super().process_update(update)
+        except asyncio.CancelledError:
+            await queue.release(update.update_id)
+            raise
+        except BaseException:
+            await queue.finished(update.update_id)
+            raise
+        await queue.finished(update.update_id)
