@@ -50,13 +50,13 @@ def test_long_sources_list_is_split_and_failures_get_the_error_sentence(
             for event in parts:
                 assert len(json.dumps(event.source, ensure_ascii=False).encode()) < EVENT_LIMIT
                 assert event.source["content"]["body"].strip()
-            assert await asyncio.to_thread(bot._state.is_handled, asked)
+            await journalist.until(lambda: bot._state.is_handled(asked), "the question marked handled")
 
             monkeypatch.setattr(world.services.case, "ask", broken)
             failing = await journalist.say(room, QUESTION)
             reply = await journalist.reply(room, failing, bot.user_id)
             assert reply.source["content"]["body"] == world.services.prompts.text("de", "internal_error")
-            assert await asyncio.to_thread(bot._state.is_handled, failing)
+            await journalist.until(lambda: bot._state.is_handled(failing), "the failed question marked handled")
         finally:
             await journalist.close()
 
