@@ -95,6 +95,7 @@ class ChatSettings(BaseModel):
     rate_limit_count: int = Field(10, ge=1)
     rate_limit_seconds: float = Field(60.0, gt=0)
     max_concurrent_answers: int = Field(2, ge=1, le=64)
+    answer_timeout_seconds: float = Field(120.0, gt=0)
     history_chats: int = Field(10_000, ge=1)
     max_upload_bytes: int = Field(2_000_000, ge=1)
 

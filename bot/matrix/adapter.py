@@ -1,7 +1,7 @@
 """The Matrix adapter: matrix-nio wiring, the sync loop and end-to-end encryption.
 
 Thin like every adapter: a Matrix event -> :class:`Incoming` ->
-:meth:`Conversation.handle` -> :class:`Reply` -> :func:`render_reply` -> an
+:meth:`Conversation.handle` -> :class:`Reply` -> :func:`render_parts` -> an
 ``m.notice`` in the question's thread. The decisions about events (who may
 invite, what addresses the bot) are pure functions in :mod:`bot.matrix.rules`;
 what must survive a restart lives in :class:`bot.matrix.state.MatrixState`.
@@ -78,7 +78,7 @@ from bot.conversation import ADMIN_COMMANDS, PUBLIC_COMMANDS, Conversation, Inco
 from bot.feedback import FeedbackStore
 from bot.matrix import rules, verification
 from bot.matrix.crosssigning import CrossSigning, KeyFile, TrustStatus, homeserver_json
-from bot.matrix.render import MatrixText, render_reply, render_text
+from bot.matrix.render import MatrixText, render_parts, render_text
 from bot.matrix.state import MatrixState, Session
 from bot.settings import MatrixSettings
 from index.articles import SUPPORTED_SUFFIXES
@@ -724,22 +724,37 @@ class MatrixAdapter:
     # --- sending -----------------------------------------------------------------
 
     async def _send_reply(self, room_id: str, event_id: str, root: str, chat_id: str, reply: Reply) -> None:
+        """Send ``reply`` as one event or, when too large for one, several in order; mark it handled.
+
+        A ``silent`` reply (a reader flooding after the rate-limit notice) sends nothing but
+        still marks the event handled.
+        """
+        if reply.kind == "silent":
+            await asyncio.to_thread(self._state.mark_handled, event_id, room_id)
+            return
         citations = [c.as_dict() for c in reply.answer.citations] if reply.answer is not None else []
-        await self._send(room_id, event_id, root, chat_id, reply.kind, render_reply(reply, self._prompts),
-                         question=reply.question, answer=reply.text, citations=citations)
+        parts = render_parts(reply, self._prompts)
+        for index, part in enumerate(parts):
+            await self._send(room_id, event_id, root, chat_id, reply.kind, part, question=reply.question,
+                             answer=reply.text, citations=citations, part=index, last=index == len(parts) - 1)
 
     async def _send(
         self, room_id: str, event_id: str, root: str, chat_id: str, kind: str, text: MatrixText,
         question: str = "", answer: str = "", citations: list[dict[str, object]] | None = None,
+        part: int = 0, last: bool = True,
     ) -> None:
-        """Send ``text`` as a notice in thread ``root``, replying to ``event_id``; record it."""
+        """Send ``text`` as a notice in thread ``root``, replying to ``event_id``; record it.
+
+        ``part`` numbers the events of one reply (each its own transaction id);
+        the event answered is marked handled after the ``last``.
+        """
         content = text.content("m.notice")
         content["m.relates_to"] = {
             "rel_type": rules.THREAD, "event_id": root, "is_falling_back": True,
             "m.in_reply_to": {"event_id": event_id},
         }
         content["m.mentions"] = {}
-        tx = txn_id(event_id, "reply")
+        tx = txn_id(event_id, "reply" if part == 0 else f"reply-{part}")
         response = await self._call("send", lambda: self._room_send(room_id, content, tx))
         if _is_token_error(response):
             raise MatrixTokenError("the homeserver rejected the bot's access token while sending.")
@@ -748,7 +763,8 @@ class MatrixAdapter:
             return
         await asyncio.to_thread(self._state.record_sent, response.event_id, room_id, root, chat_id, kind,
                                 question, answer, citations or [])
-        await asyncio.to_thread(self._state.mark_handled, event_id, room_id)
+        if last:
+            await asyncio.to_thread(self._state.mark_handled, event_id, room_id)
 
     async def _room_send(self, room_id: str, content: dict[str, Any], tx: str,
                          event_type: str = "m.room.message") -> object:
