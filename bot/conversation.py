@@ -16,7 +16,7 @@ import re
 import tempfile
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,10 @@ class Counters:
     by_user: dict[str, deque[float]] = field(default_factory=dict)
 
 
+AnswerObserver = Callable[[Answer | None, float], Awaitable[None]]
+"""Told every answered question: the answer (None: answering failed) and the seconds it took."""
+
+
 class Conversation:
     """The bot's behaviour, shared by all adapters."""
 
@@ -101,6 +105,8 @@ class Conversation:
         case_name: str = "",
         clock: Callable[[], float] = time.monotonic,
         feedback: FeedbackStore | None = None,
+        counters: Counters | None = None,
+        on_answer: AnswerObserver | None = None,
     ) -> None:
         self._case = case
         self._feedback = feedback
@@ -111,7 +117,8 @@ class Conversation:
         self._clock = clock
         self._history: OrderedDict[str, _Exchange] = OrderedDict()
         self._slots = asyncio.Semaphore(settings.max_concurrent_answers)
-        self.counters = Counters()
+        self.counters = counters or Counters()  # injected with the totals stored before a restart
+        self._on_answer = on_answer
 
     # --- entry point -------------------------------------------------------------
 
@@ -160,13 +167,18 @@ class Conversation:
         retrieval_query = self._with_context(message.chat_id, question)
         # A follow-up also passes the earlier question, so an LLM answerer can rewrite it.
         previous = self._history.get(message.chat_id) if retrieval_query != question else None
+        started = time.perf_counter()  # waiting for a slot is part of what the person waits
         try:
             async with self._slots:
                 answer = await asyncio.to_thread(self._case.ask, question, language, retrieval_query,
                                                  previous.retrieval_query if previous else None)
         except CasebotError as error:
             log.warning("answering failed: %s", error)
+            if self._on_answer is not None:
+                await self._on_answer(None, time.perf_counter() - started)
             return Reply("error", self._prompts.text(language, "error").format(reason=error), language)
+        if self._on_answer is not None:
+            await self._on_answer(answer, time.perf_counter() - started)
         self._remember(message.chat_id, _Exchange(question, retrieval_query, answer.language))
         if answer.refused:
             self.counters.refused += 1

@@ -1,0 +1,122 @@
+"""What ``/stats`` and ``GET /metrics`` report: answers, refusals, errors, latency, the index.
+
+:class:`Metrics` holds prometheus-client instruments in its own registry
+(no process-global registry, so two services in one test process do not
+collide). :class:`StatsStore` keeps the answered/refused totals in SQLite
+under the data dir, so ``/stats`` counts survive a restart.
+
+Which adapter a question came through is read from :data:`ADAPTER`, a
+context variable that :func:`bot.app.run_adapters` sets in the context each
+adapter is started in: every task an adapter spawns inherits it, so the
+neutral conversation code needs no platform argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from bot.conversation import Counters
+from index.answer import Answer
+from index.case import IndexStats
+from index.pipeline import IndexReport
+
+ADAPTER: ContextVar[str] = ContextVar("casebot_adapter", default="cli")
+"""The adapter the current task serves (``telegram``, ``matrix``; ``cli`` outside ``run``)."""
+
+_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class StatsStore:
+    """Answered and refused totals that outlive the process (SQLite, one short connection per call)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self._path, timeout=10)) as conn:
+            conn.executescript(_SCHEMA)
+            with conn:
+                yield conn
+
+    def load(self) -> Counters:
+        """The stored totals as fresh in-memory :class:`Counters` (zero when nothing was stored)."""
+        if not self._path.exists():
+            return Counters()
+        with self._connect() as conn:
+            values = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        return Counters(answered=int(values.get("answered", 0)), refused=int(values.get("refused", 0)))
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._connect() as conn:
+            conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, amount))
+
+
+class Metrics:
+    """The Prometheus instruments of one process, and the hooks that feed them."""
+
+    def __init__(self, stats: StatsStore | None = None, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._stats = stats
+        r = self.registry
+        self.questions = Counter("casebot_questions", "Questions handled, by adapter and outcome "
+                                 "(answered, refused, error).", ["adapter", "outcome"], registry=r)
+        self.errors = Counter("casebot_errors", "Failures while answering or indexing, by adapter and kind.",
+                              ["adapter", "kind"], registry=r)
+        self.latency = Histogram("casebot_answer_seconds", "Time to answer one question (retrieval included).",
+                                 ["adapter"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.articles = Gauge("casebot_index_articles", "Articles in the index.", registry=r)
+        self.chunks = Gauge("casebot_index_chunks", "Chunks in the index.", registry=r)
+        self.last_index = Gauge("casebot_last_index_timestamp_seconds",
+                                "When the last indexing run ended (Unix time).", registry=r)
+        self.last_index_ok = Gauge("casebot_last_index_success",
+                                   "1 if the last indexing run succeeded, 0 if it failed.", registry=r)
+        self.last_index_articles = Gauge("casebot_last_index_articles",
+                                         "Articles of the last indexing run, by result.", ["result"], registry=r)
+
+    async def on_answer(self, answer: Answer | None, seconds: float) -> None:
+        """Count one question (``answer`` None: answering failed) and persist the /stats totals."""
+        adapter = ADAPTER.get()
+        if answer is None:
+            self.questions.labels(adapter, "error").inc()
+            self.errors.labels(adapter, "answer").inc()
+            return
+        outcome = "refused" if answer.refused else "answered"
+        self.questions.labels(adapter, outcome).inc()
+        self.latency.labels(adapter).observe(seconds)
+        if self._stats is not None:
+            await asyncio.to_thread(self._stats.add, outcome)
+
+    def on_index(self, report: IndexReport | None, stats: IndexStats | None) -> None:
+        """Record an indexing run's end (``report`` None: it failed) and the index size after it."""
+        self.last_index.set(time.time())
+        self.last_index_ok.set(0 if report is None else 1)
+        if report is None:
+            self.errors.labels(ADAPTER.get(), "index").inc()
+        else:
+            for result in ("added", "updated", "unchanged", "removed", "failed"):
+                self.last_index_articles.labels(result).set(getattr(report, result))
+        if stats is not None:
+            self.observe_index(stats)
+
+    def observe_index(self, stats: IndexStats) -> None:
+        self.articles.set(stats.articles)
+        self.chunks.set(stats.chunks)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)
