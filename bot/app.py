@@ -223,15 +223,20 @@ class _IndexingStopped(Exception):
     """Raised from the progress callback to end an indexing run early (the run is crash-safe)."""
 
 
-class DaemonThreadExecutor(concurrent.futures.Executor):
+class DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
     """The event loop's executor: each blocking call in its own daemon thread.
 
     ``asyncio.run`` and the interpreter wait for every thread of a
     ``ThreadPoolExecutor`` at exit, so one slow blocking call (a language
     model generating for a minute) would hold a stopping bot past its
     deadline. Daemon threads do not hold the exit. Concurrency is bounded by
-    the callers (the conversation's answer slots), not here.
+    the callers (the conversation's answer slots), not here. (A subclass
+    only because asyncio accepts nothing else as the default executor; the
+    pool itself is never used.)
     """
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to wait for: the daemon threads end with the process."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -273,9 +278,15 @@ async def run_adapters(services: Services, names: list[str], shutdown: Shutdown 
     health = HealthServer(m.host, m.port, services.metrics, services.case.stats) if m.port else None
     started: list[Adapter] = []
 
-    def progress(_done: int, _total: int) -> None:
+    announced = threading.Event()
+
+    def progress(done: int, total: int) -> None:
         if shutdown.requested.is_set():
             raise _IndexingStopped
+        if not announced.is_set():
+            announced.set()
+            log.warning("the index is empty: building it from %s (%d articles)", services.case.articles_dir,
+                        total - done)
 
     try:
         if health is not None:

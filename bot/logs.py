@@ -59,6 +59,7 @@ def configure_logging(level: str, fmt: str = "text", stream: IO[str] | None = No
     else:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)  # also for libraries that lower their own logger's level when imported
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
