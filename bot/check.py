@@ -171,7 +171,7 @@ def run_checks(settings: Settings, platform: str | None, out: TextIO = sys.stdou
     for name, check in checks:
         try:
             result = asyncio.run(check(settings))
-        except CheckFailed as error:
+        except CasebotError as error:  # CheckFailed, or an error the probe shares with the adapter
             failed += 1
             print(f"{name}: FAILED: {error}", file=out)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,16 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def index_demo_case(root: Path) -> dict[str, str]:
+    """Copy the demo case under ``root`` and index it with ``casebot index``; the settings naming both."""
+    shutil.copytree(REPO / "data" / "articles", root / "articles")
+    settings = {"CASEBOT_DATA_DIR": str(root / "data"), "CASEBOT_ARTICLES_DIR": str(root / "articles")}
+    result, _ = run_casebot(["index"], root, settings)
+    assert result.returncode == 0, result.stderr
+    assert "added 2" in result.stdout
+    return settings
 
 
 def casebot_env(home: Path, settings: Mapping[str, str]) -> dict[str, str]:
@@ -101,12 +112,14 @@ class Casebot:
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, str]:
-    """Status and body of a GET, also for error statuses."""
+    """Status and body of a GET, also for error statuses; status 0 when nothing listens yet."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+    except OSError as error:
+        return 0, str(error)
 
 
 def get_json(url: str) -> tuple[int, Any]:

@@ -12,7 +12,6 @@ import asyncio
 import json
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from bot.app import build_services
 from bot.conversation import Conversation, Incoming
 from bot.settings import collection_name
-from tests.casebot_process import Casebot, run_casebot
+from tests.casebot_process import Casebot, index_demo_case, run_casebot
 from tests.conftest import DEMO_ARTICLES, REPO, make_settings
 from tests.integration.loopback import free_port
 
@@ -118,15 +117,9 @@ def test_version(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A data dir with the demo case indexed by `casebot index`, so `run` gets to connecting quickly."""
-    root = tmp_path_factory.mktemp("service")
-    shutil.copytree(DEMO_ARTICLES, root / "articles")
-    settings = {"CASEBOT_DATA_DIR": str(root / "data"), "CASEBOT_ARTICLES_DIR": str(root / "articles")}
-    result, _ = run_casebot(["index"], root, settings)
-    assert result.returncode == 0, result.stderr
-    assert "added 2" in result.stdout
-    yield settings
+    return index_demo_case(tmp_path_factory.mktemp("service"))
 
 
 def closed_port_url() -> str:
