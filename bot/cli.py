@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from bot.logs import configure_logging
-from bot.settings import ADAPTERS, Settings, SettingsError, load_settings, require, unknown_setting_warnings
+from bot.settings import (
+    ADAPTERS,
+    Settings,
+    SettingsError,
+    case_name,
+    collection_name,
+    load_settings,
+    require,
+    unknown_setting_warnings,
+)
 from index.errors import CasebotError
 
 # The services (llama-index, Chroma, the embedder) are imported only after the
@@ -206,6 +215,8 @@ def _feedback(services: Services, args: argparse.Namespace) -> int:
 
 def _requirements(settings: Settings, args: argparse.Namespace) -> None:
     """What the command needs beyond well-formed settings (raises :class:`SettingsError`)."""
+    case_name(settings)  # a broken .case.yaml is a settings error too, found before any work
+    collection_name(settings)
     if args.command == "run":
         require(settings, list(ADAPTERS) if args.platform == "all" else [args.platform], articles=True)
     elif args.command == "index" and not args.paths:
