@@ -129,14 +129,16 @@ async def check_chroma(settings: Settings) -> str:
     timeout = aiohttp.ClientTimeout(total=_TIMEOUT_S)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            # The heartbeat answers without a token; whoami (auth/identity) needs one when auth is on.
-            async with session.get(f"{base}/heartbeat") as response:
-                if response.status != 200:
-                    raise CheckFailed(f"{c.host}:{c.port} is not a Chroma server (heartbeat HTTP {response.status}).")
-            async with session.get(f"{base}/auth/identity", headers=headers) as response:
-                if response.status in (401, 403):
-                    what = "rejected CASEBOT_CHROMA__TOKEN" if token else "wants a token: set CASEBOT_CHROMA__TOKEN"
-                    raise CheckFailed(f"the Chroma server at {c.host}:{c.port} {what}.")
+            # Chroma's own token auth lets the heartbeat through and guards the rest (auth/identity);
+            # a proxy in front of it (compose.yaml) guards everything.
+            for path in ("heartbeat", "auth/identity"):
+                async with session.get(f"{base}/{path}", headers=headers) as response:
+                    if response.status in (401, 403):
+                        what = "rejected CASEBOT_CHROMA__TOKEN" if token else "wants a token: set CASEBOT_CHROMA__TOKEN"
+                        raise CheckFailed(f"the Chroma server at {c.host}:{c.port} {what}.")
+                    if response.status != 200:
+                        raise CheckFailed(f"{c.host}:{c.port} is not a Chroma server "
+                                          f"(GET /api/v2/{path}: HTTP {response.status}).")
     except (aiohttp.ClientError, TimeoutError) as error:
         raise CheckFailed(f"cannot reach the Chroma server at {c.host}:{c.port} (CASEBOT_CHROMA__HOST/PORT): "
                           f"{type(error).__name__}") from None
