@@ -12,10 +12,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import signal
+import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,10 +29,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from bot.app import build_services
+from bot.check import CheckFailed, check_chroma
 from bot.settings import ChromaSettings
 from index.errors import StoreUnavailableError
 from tests.casebot_process import Casebot, get, get_json, index_demo_case, run_casebot, wait_until
-from tests.conftest import NETZWOCHE, make_settings
+from tests.conftest import NETZWOCHE, REPO, make_settings
 from tests.integration.botapi_peer import BotApiPeer
 from tests.integration.loopback import free_port, server_process
 from tests.integration.synapse_harness import SynapseServer, running_synapse
@@ -242,3 +249,66 @@ def test_check_chroma_server_token(tmp_path: Path, indexed: dict[str, str], chro
         assert result.returncode == 1
         assert "chroma: FAILED: the Chroma server at" in result.stdout and "wants a token" in result.stdout
         assert "telegram: ok" in result.stdout
+
+
+# --- the Compose file's Chroma: Chroma's Rust server behind the token-checking nginx ----------
+
+
+@contextmanager
+def nginx_token_proxy(root: Path, token: str, upstream_port: int) -> Iterator[int]:
+    """nginx with ``deploy/chroma-auth.conf.template`` as the nginx image would render it; the port."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    template = (REPO / "deploy" / "chroma-auth.conf.template").read_text(encoding="utf-8")
+    site = (template.replace("${CHROMA_TOKEN}", token).replace("listen 8000;", f"listen 127.0.0.1:{port};")
+            .replace("http://chroma:8000", f"http://127.0.0.1:{upstream_port}"))
+    temp = " ".join(f"{kind}_temp_path {root / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    config = root / "nginx.conf"
+    config.write_text(f"worker_processes 1; daemon off; pid {root / 'nginx.pid'}; error_log {root / 'error.log'};\n"
+                      f"events {{}}\nhttp {{ access_log off; {temp}\n{site}\n}}\n", encoding="utf-8")
+    process = subprocess.Popen([nginx, "-c", str(config), "-e", str(root / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: get(f"http://127.0.0.1:{port}/")[0] != 0, 20, "nginx listening")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def rust_chroma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma-rust")
+    command = [chroma, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)]
+    with server_process(command, f"http://127.0.0.1:{port}/api/v2/heartbeat", log_path=path / "server.log"):
+        yield port
+
+
+def test_compose_chroma_token_proxy_guards_the_rust_server(tmp_path: Path, articles: Path, rust_chroma: int) -> None:
+    with nginx_token_proxy(tmp_path / "nginx", CHROMA_TOKEN, rust_chroma) as port:
+        assert get(f"http://127.0.0.1:{port}/api/v2/heartbeat")[0] == 401  # nothing passes without the token
+
+        def chroma(token: str) -> ChromaSettings:
+            return ChromaSettings(host="127.0.0.1", port=port, collection="proxied-case", token=SecretStr(token))
+
+        services = build_services(make_settings(tmp_path / "data", articles, chroma=chroma(CHROMA_TOKEN)))
+        assert services.case.index().added == 2
+        assert not services.case.ask(QUESTION).refused
+        with pytest.raises(StoreUnavailableError):
+            build_services(make_settings(tmp_path / "other", articles, chroma=chroma("wrong-token-5678")))
+        assert asyncio.run(check_chroma(services.settings)) == f"server at 127.0.0.1:{port} answers"
+        with pytest.raises(CheckFailed, match="rejected CASEBOT_CHROMA__TOKEN"):
+            asyncio.run(check_chroma(make_settings(tmp_path, articles, chroma=chroma("wrong-token-5678"))))
+
+    # An empty CHROMA_TOKEN must not let an empty bearer token through.
+    with nginx_token_proxy(tmp_path / "nginx-empty", "", rust_chroma) as port:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/heartbeat",
+                                         headers={"Authorization": "Bearer "})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 503
