@@ -17,9 +17,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from bot.conversation import Conversation
+from bot.conversation import Conversation, Counters
 from bot.feedback import FeedbackStore
-from bot.metrics import ADAPTER, Metrics, StatsStore
+from bot.metrics import ADAPTER, Metrics
 from bot.settings import Settings, case_name, collection_name
 from index.answer import AnswerPolicy, ExtractiveAnswerer
 from index.case import CaseIndex
@@ -110,13 +110,14 @@ def build_case(settings: Settings, prompts: PromptLibrary, metrics: Metrics | No
 def build_services(settings: Settings) -> Services:
     """Build every service of the process from ``settings``."""
     prompts = PromptLibrary()
-    stats = StatsStore(settings.data_dir / "stats.sqlite3")
-    metrics = Metrics(stats)
+    feedback = FeedbackStore(settings.data_dir / "feedback.sqlite3")  # also the /stats totals
+    metrics = Metrics(feedback)
     case = build_case(settings, prompts, metrics)
-    feedback = FeedbackStore(settings.data_dir / "feedback.sqlite3")
+    stored = feedback.counters()
+    counters = Counters(answered=stored.get("answered", 0), refused=stored.get("refused", 0))
     conversation = Conversation(case, prompts, settings.chat, settings.default_language,
                                 case_name=case_name(settings), feedback=feedback,
-                                counters=stats.load(), on_answer=metrics.on_answer)
+                                counters=counters, on_answer=metrics.on_answer)
     return Services(settings, case, prompts, conversation, feedback, metrics)
 
 
@@ -182,6 +183,9 @@ class Shutdown:
         self.event = asyncio.Event()
         self.requested = threading.Event()
         self.reason = ""
+        # Blocking work (an index build, a model load) that was left running in a worker thread
+        # when the stop came: the process should not wait for it at exit.
+        self.abandoned_work = False
 
     def stop(self) -> None:
         """Stop without an error (SIGINT, SIGTERM)."""
@@ -206,6 +210,7 @@ class Shutdown:
             waiter.cancel()
         if task.done():
             return task.result()
+        self.abandoned_work = True
         task.cancel()
         try:
             await task

@@ -30,6 +30,7 @@ from bot.settings import (
     ADAPTERS,
     Settings,
     SettingsError,
+    articles_dir_problem,
     case_name,
     collection_name,
     load_settings,
@@ -42,7 +43,7 @@ from index.errors import CasebotError
 # settings were checked, so that a bad setting is reported within a second.
 if TYPE_CHECKING:
     from bot.app import Services
-    from index.pipeline import ProgressCallback
+    from index.pipeline import IndexReport, ProgressCallback
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,9 +129,22 @@ def _print_index_report(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_indexed(services: Services, progress: ProgressCallback | None = None) -> IndexReport | None:
+    """Build the index if it is empty; an articles folder with nothing to index is a settings error.
+
+    Without it, an empty index would refuse every question, politely and forever.
+    """
+    built = services.case.ensure_indexed(progress)
+    if built is not None and not built.added:
+        problem = articles_dir_problem(services.case.articles_dir)
+        if problem:
+            raise SettingsError(f"{problem} The index is empty, so every question would be refused.")
+    return built
+
+
 def _ask(services: Services, args: argparse.Namespace) -> int:
     with _progress(sys.stderr.isatty(), args.console) as progress:
-        built = services.case.ensure_indexed(progress)
+        built = _ensure_indexed(services, progress)
     if built is not None:
         print(f"built the index first: {built.summary()}", file=sys.stderr)
     answer = services.case.ask(args.question)
@@ -164,7 +178,7 @@ def _eval(services: Services, args: argparse.Namespace) -> int:
     from index.evaluation import load_items, score
 
     items = load_items(args.file)
-    services.case.ensure_indexed()
+    _ensure_indexed(services)
     report = score(items, lambda item: services.case.ask(item.question))
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
@@ -186,16 +200,25 @@ def _eval(services: Services, args: argparse.Namespace) -> int:
 def _chat(services: Services, _args: argparse.Namespace) -> int:
     from bot.console import chat_loop
 
-    services.case.ensure_indexed()
+    _ensure_indexed(services)
     asyncio.run(chat_loop(services.conversation, services.prompts))
     return 0
 
 
 def _run(services: Services, args: argparse.Namespace) -> int:
-    from bot.app import run_adapters
+    from bot.app import Shutdown, run_adapters
 
     names = list(ADAPTERS) if args.platform == "all" else [args.platform]
-    asyncio.run(run_adapters(services, names))
+    shutdown = Shutdown()
+    asyncio.run(run_adapters(services, names, shutdown))
+    if shutdown.abandoned_work:
+        # Stopped while the index was built or the models loaded: that worker thread may hold the
+        # interpreter's exit for seconds. Everything written so far is committed (indexing is
+        # crash-safe: the next run redoes the unfinished article), so end the process now.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

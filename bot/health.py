@@ -50,11 +50,6 @@ class HealthServer:
         self._phase = "starting"
         self._runner: web.AppRunner | None = None
 
-    @property
-    def port(self) -> int:
-        """The bound port (the configured one; useful when it was 0 in a test)."""
-        return self._port
-
     def starting(self, what: str) -> None:
         """Report 503 ``starting: <what>`` until :meth:`running` is called."""
         self._phase = f"starting: {what}"

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import IO, Any
 
 from rich.console import Console
@@ -35,6 +36,39 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class ExpectedErrors(logging.Filter):
+    """Turns a library's traceback for an expected error (the network is down) into one warning line.
+
+    Attached to the library's own loggers (not to handlers), so it works
+    whatever handlers exist; :meth:`install` and :meth:`uninstall` pair up
+    like an adapter's start and stop.
+    """
+
+    def __init__(self, loggers: Iterable[str], expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self._loggers = tuple(loggers)
+        self._expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, self._expected):
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+    def install(self) -> None:
+        for name in self._loggers:
+            logging.getLogger(name).addFilter(self)
+
+    def uninstall(self) -> None:
+        for name in self._loggers:
+            logging.getLogger(name).removeFilter(self)
 
 
 def configure_logging(level: str, fmt: str = "text", stream: IO[str] | None = None) -> Console | None:

@@ -2,8 +2,9 @@
 
 :class:`Metrics` holds prometheus-client instruments in its own registry
 (no process-global registry, so two services in one test process do not
-collide). :class:`StatsStore` keeps the answered/refused totals in SQLite
-under the data dir, so ``/stats`` counts survive a restart.
+collide). The answered/refused totals of ``/stats`` are also added to the
+:class:`~bot.feedback.FeedbackStore` (SQLite under the data dir), so they
+survive a restart.
 
 Which adapter a question came through is read from :data:`ADAPTER`, a
 context variable that :func:`bot.app.run_adapters` sets in the context each
@@ -14,16 +15,12 @@ neutral conversation code needs no platform argument.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from contextvars import ContextVar
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from bot.conversation import Counters
+from bot.feedback import FeedbackStore
 from index.answer import Answer
 from index.case import IndexStats
 from index.pipeline import IndexReport
@@ -33,43 +30,10 @@ ADAPTER: ContextVar[str] = ContextVar("casebot_adapter", default="cli")
 
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
-class StatsStore:
-    """Answered and refused totals that outlive the process (SQLite, one short connection per call)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self._path, timeout=10)) as conn:
-            conn.executescript(_SCHEMA)
-            with conn:
-                yield conn
-
-    def load(self) -> Counters:
-        """The stored totals as fresh in-memory :class:`Counters` (zero when nothing was stored)."""
-        if not self._path.exists():
-            return Counters()
-        with self._connect() as conn:
-            values = dict(conn.execute("SELECT name, value FROM counters").fetchall())
-        return Counters(answered=int(values.get("answered", 0)), refused=int(values.get("refused", 0)))
-
-    def add(self, name: str, amount: int = 1) -> None:
-        with self._connect() as conn:
-            conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-                         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, amount))
-
-
 class Metrics:
     """The Prometheus instruments of one process, and the hooks that feed them."""
 
-    def __init__(self, stats: StatsStore | None = None, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, stats: FeedbackStore | None = None, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._stats = stats
         r = self.registry
@@ -99,7 +63,7 @@ class Metrics:
         self.questions.labels(adapter, outcome).inc()
         self.latency.labels(adapter).observe(seconds)
         if self._stats is not None:
-            await asyncio.to_thread(self._stats.add, outcome)
+            await asyncio.to_thread(self._stats.add_to_counter, outcome)
 
     def on_index(self, report: IndexReport | None, stats: IndexStats | None) -> None:
         """Record an indexing run's end (``report`` None: it failed) and the index size after it."""

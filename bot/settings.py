@@ -192,10 +192,7 @@ class TelegramSettings(BaseModel):
                              f"got {value!r}")
         return value
 
-    @field_validator("api_file_url")
-    @classmethod
-    def _file_url(cls, value: str) -> str:
-        return _http_url(value)
+    _file_url = field_validator("api_file_url")(_http_url)
 
     @field_validator("webhook_url")
     @classmethod
@@ -231,10 +228,7 @@ class MatrixSettings(BaseModel):
 
     _split_users = field_validator("allowed_users", "admins", mode="before")(_split_list)
 
-    @field_validator("homeserver")
-    @classmethod
-    def _homeserver(cls, value: str) -> str:
-        return _http_url(value)
+    _homeserver = field_validator("homeserver")(_http_url)
 
     @field_validator("user_id")
     @classmethod

@@ -84,6 +84,16 @@ def test_misconfiguration_exits_2_at_once_with_one_line(tmp_path: Path, args: li
     assert TOKEN not in result.stderr and "pw" not in result.stderr.split()
 
 
+def test_asking_with_no_articles_to_index_is_a_settings_error(tmp_path: Path) -> None:
+    """`ask` on an empty index builds it first; with nothing to build from it says so instead of refusing."""
+    result, _ = run_casebot(["ask", "Wer ist Ilja Gorelik?"], tmp_path,
+                            {"CASEBOT_DATA_DIR": str(tmp_path / "data"), "CASEBOT_ARTICLES_DIR": str(tmp_path / "none")})
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (f"casebot: CASEBOT_ARTICLES_DIR: {tmp_path / 'none'} does not exist. "
+                                              "The index is empty, so every question would be refused.")
+    assert result.stdout == ""
+
+
 def test_misspelt_variables_are_named_with_the_closest_setting(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CASEBOT_CHROMA_HOST=chroma\n", encoding="utf-8")
     result, _ = run_casebot(["run", "telegram"], tmp_path, {"CASEBOT_DATA_DIR": str(tmp_path / "data"),
@@ -123,37 +133,35 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def closed_port_url() -> str:
-    return f"http://127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
+    return f"http://127.0.0.1:{free_port()}"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_ends_telegram_start_up_retries_within_5_s(tmp_path: Path, indexed: dict[str, str],
-                                                          sig: int) -> None:
-    settings = indexed | {"CASEBOT_TELEGRAM__TOKEN": TOKEN, "CASEBOT_TELEGRAM__API_BASE_URL": closed_port_url() + "/bot"}
-    bot = Casebot(["run", "telegram"], tmp_path, settings)
+START_UP_RETRIES = [
+    # (command, what makes it retry, the retry line to wait for, the signal)
+    ("telegram", {"CASEBOT_TELEGRAM__TOKEN": TOKEN}, "Telegram unreachable (NetworkError), retry 2/", signal.SIGTERM),
+    ("telegram", {"CASEBOT_TELEGRAM__TOKEN": TOKEN}, "Telegram unreachable (NetworkError), retry 2/", signal.SIGINT),
+    ("matrix", MATRIX, "matrix: versions failed (ClientConnectorError), retry 2/", signal.SIGTERM),
+]
+
+
+@pytest.mark.parametrize(("adapter", "settings", "retry_line", "sig"), START_UP_RETRIES,
+                         ids=["telegram-SIGTERM", "telegram-SIGINT", "matrix-SIGTERM"])
+def test_signal_ends_start_up_retries_within_5_s(tmp_path: Path, indexed: dict[str, str], adapter: str,
+                                                 settings: dict[str, str], retry_line: str, sig: int) -> None:
+    closed = closed_port_url()  # nothing listens there: every connection is refused
+    where = ({"CASEBOT_TELEGRAM__API_BASE_URL": closed + "/bot"} if adapter == "telegram"
+             else {"CASEBOT_MATRIX__HOMESERVER": closed})
+    bot = Casebot(["run", adapter], tmp_path, indexed | settings | where)
     try:
-        bot.wait_for_line(lambda line: "Telegram unreachable (NetworkError), retry 2/" in line)
+        bot.wait_for_line(lambda line: retry_line in line)
         code, seconds = bot.stop(sig)
     finally:
         bot.kill()
     assert code == 0, bot.stderr
     assert seconds < 5, f"took {seconds:.1f} s"
     assert "Traceback" not in bot.stderr
-    retries = [line for line in bot.lines if "retry" in line]
+    retries = [line for line in bot.lines if " retry " in line]
     assert len(retries) == len({line.split(" retry ")[1] for line in retries})  # one line per retry
-
-
-def test_sigterm_ends_matrix_start_up_retries_within_5_s(tmp_path: Path, indexed: dict[str, str]) -> None:
-    settings = indexed | MATRIX | {"CASEBOT_MATRIX__HOMESERVER": closed_port_url()}
-    bot = Casebot(["run", "matrix"], tmp_path, settings)
-    try:
-        bot.wait_for_line(lambda line: "matrix: versions failed (ClientConnectorError), retry 2/" in line)
-        code, seconds = bot.stop(signal.SIGTERM)
-    finally:
-        bot.kill()
-    assert code == 0, bot.stderr
-    assert seconds < 5, f"took {seconds:.1f} s"
-    assert "Traceback" not in bot.stderr
 
 
 def test_sigterm_while_the_index_is_built_ends_within_5_s(tmp_path: Path) -> None:

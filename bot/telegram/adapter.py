@@ -56,6 +56,7 @@ from telegram.request import HTTPXRequest
 
 from bot.conversation import ADMIN_COMMANDS, PUBLIC_COMMANDS, Conversation, Incoming, Reply
 from bot.feedback import FeedbackStore
+from bot.logs import ExpectedErrors
 from bot.settings import TelegramSettings
 from bot.telegram import render
 from bot.telegram.flood import FloodControl
@@ -181,6 +182,8 @@ class TelegramAdapter:
         self._bot_id = 0
         self._username = ""
         self._poll_error: str | None = None  # why the last getUpdates failed; None after a good one
+        # PTB logs a whole traceback when the network fails at its last getUpdates on stop: one line is enough.
+        self._quiet = ExpectedErrors(("telegram.ext.Updater", "telegram.ext.Application"), (NetworkError,))
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -197,6 +200,7 @@ class TelegramAdapter:
                 "CASEBOT_TELEGRAM__TOKEN is not set: create a bot with @BotFather and put its token there."
             )
         self._webhook_secret = self._settings.webhook_secret.get_secret_value() or secrets.token_urlsafe(32)
+        self._quiet.install()  # before the redactor, which then also redacts the error text it adds
         self._redactor = TokenRedactor(token, self._webhook_secret)
         self._redactor.install()
         try:
@@ -230,6 +234,7 @@ class TelegramAdapter:
                 await request.shutdown()
             self._requests.clear()
         finally:
+            self._quiet.uninstall()
             if self._redactor is not None:
                 self._redactor.uninstall()
                 self._redactor = None

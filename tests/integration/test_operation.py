@@ -37,6 +37,7 @@ from tests.conftest import NETZWOCHE, REPO, make_settings
 from tests.integration.botapi_peer import BotApiPeer
 from tests.integration.loopback import free_port, server_process
 from tests.integration.synapse_harness import SynapseServer, running_synapse
+from tests.integration.test_chroma_server import chroma_server  # noqa: F401 - the `chroma run` fixture
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +116,7 @@ def test_health_metrics_and_persistent_stats_of_a_running_telegram_bot(tmp_path:
         peer.stop()
     assert code == 0 and seconds < 5, (code, seconds)
     records = [json.loads(line) for line in bot.lines]  # every line is one JSON object
+    assert [r for r in records if "exception" in r] == []  # Telegram being gone is no traceback
     assert any(r["message"] == "telegram adapter running" for r in records)
     assert TOKEN not in bot.stderr
 
@@ -279,18 +281,10 @@ def nginx_token_proxy(root: Path, token: str, upstream_port: int) -> Iterator[in
         process.wait(timeout=20)
 
 
-@pytest.fixture(scope="module")
-def rust_chroma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    port = free_port()
-    path = tmp_path_factory.mktemp("chroma-rust")
-    command = [chroma, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)]
-    with server_process(command, f"http://127.0.0.1:{port}/api/v2/heartbeat", log_path=path / "server.log"):
-        yield port
-
-
-def test_compose_chroma_token_proxy_guards_the_rust_server(tmp_path: Path, articles: Path, rust_chroma: int) -> None:
-    with nginx_token_proxy(tmp_path / "nginx", CHROMA_TOKEN, rust_chroma) as port:
+def test_compose_chroma_token_proxy_guards_the_rust_server(tmp_path: Path, articles: Path,
+                                                           chroma_server: int) -> None:  # noqa: F811
+    """``chroma_server`` is Chroma's Rust server (`chroma run`), as in the Compose file."""
+    with nginx_token_proxy(tmp_path / "nginx", CHROMA_TOKEN, chroma_server) as port:
         assert get(f"http://127.0.0.1:{port}/api/v2/heartbeat")[0] == 401  # nothing passes without the token
 
         def chroma(token: str) -> ChromaSettings:
@@ -306,7 +300,7 @@ def test_compose_chroma_token_proxy_guards_the_rust_server(tmp_path: Path, artic
             asyncio.run(check_chroma(make_settings(tmp_path, articles, chroma=chroma("wrong-token-5678"))))
 
     # An empty CHROMA_TOKEN must not let an empty bearer token through.
-    with nginx_token_proxy(tmp_path / "nginx-empty", "", rust_chroma) as port:
+    with nginx_token_proxy(tmp_path / "nginx-empty", "", chroma_server) as port:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/heartbeat",
                                          headers={"Authorization": "Bearer "})
         with pytest.raises(urllib.error.HTTPError) as refused:
