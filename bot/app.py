@@ -293,6 +293,7 @@ async def run_adapters(services: Services, names: list[str], shutdown: Shutdown 
             log.warning("the index is empty: building it from %s (%d articles)", services.case.articles_dir,
                         total - done)
 
+    logging.getLogger().addHandler(services.metrics.log_handler)
     try:
         if health is not None:
             try:
@@ -335,5 +336,6 @@ async def run_adapters(services: Services, names: list[str], shutdown: Shutdown 
             await health.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        logging.getLogger().removeHandler(services.metrics.log_handler)
     if shutdown.reason:
         raise CasebotError(shutdown.reason)

@@ -15,6 +15,7 @@ neutral conversation code needs no platform argument.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextvars import ContextVar
 
@@ -51,6 +52,10 @@ class Metrics:
                                    "1 if the last indexing run succeeded, 0 if it failed.", registry=r)
         self.last_index_articles = Gauge("casebot_last_index_articles",
                                          "Articles of the last indexing run, by result.", ["result"], registry=r)
+        self.logged_errors = Counter("casebot_logged_errors", "Records logged at ERROR or above, by logger "
+                                     "(a failed update handler, a stopped sync loop, ...).", ["logger"], registry=r)
+        self.log_handler: logging.Handler = _ErrorCounter(self.logged_errors)
+        """Attach to the root logger while the bot runs (:func:`bot.app.run_adapters` does)."""
 
     async def on_answer(self, answer: Answer | None, seconds: float) -> None:
         """Count one question (``answer`` None: answering failed) and persist the /stats totals."""
@@ -84,3 +89,14 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class _ErrorCounter(logging.Handler):
+    """Counts ERROR records; writes nothing (the configured handler does that)."""
+
+    def __init__(self, counter: Counter) -> None:
+        super().__init__(logging.ERROR)
+        self._counter = counter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._counter.labels(record.name).inc()

@@ -334,8 +334,10 @@ def unknown_setting_warnings(environ: Mapping[str, str], env_file: Path | None =
     for key in keys:
         if key.upper() in known:
             continue
-        close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        # Compared without the common prefix, which would make every name look alike.
+        close = difflib.get_close_matches(key.upper().removeprefix("CASEBOT_"),
+                                          [name.removeprefix("CASEBOT_") for name in known], n=1, cutoff=0.6)
+        hint = f"; did you mean CASEBOT_{close[0]}?" if close else ""
         warnings.append(f"unknown setting {key} ({origin[key]}) is ignored{hint}")
     return warnings
 
