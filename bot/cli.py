@@ -143,11 +143,20 @@ def _ensure_indexed(services: Services, progress: ProgressCallback | None = None
 
 
 def _ask(services: Services, args: argparse.Namespace) -> int:
+    from bot.conversation import normalise_question
+
+    question = normalise_question(args.question)
+    limit = services.settings.chat.max_question_chars
+    if len(question) > limit:  # the chat's limit: a 100,000-character question takes minutes
+        raise SettingsError(f"the question is too long ({len(question)} characters, at most {limit}; "
+                            "CASEBOT_CHAT__MAX_QUESTION_CHARS sets the limit)")
+    if not question:
+        raise SettingsError("the question is empty")
     with _progress(sys.stderr.isatty(), args.console) as progress:
         built = _ensure_indexed(services, progress)
     if built is not None:
         print(f"built the index first: {built.summary()}", file=sys.stderr)
-    answer = services.case.ask(args.question)
+    answer = services.case.ask(question)
     if args.json:
         print(json.dumps(answer.as_dict(), ensure_ascii=False, indent=2))
     else:

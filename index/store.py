@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 EMBEDDING_KEY = "casebot_embedding"
 DIMENSION_KEY = "casebot_dimension"
 GENERATION_KEY = "casebot_generation"
+CALIBRATION_KEY = "casebot_refusal_calibration"
 _PAGE = 2000
 
 
@@ -258,10 +259,23 @@ class ChunkStore:
     def bump_generation(self) -> int:
         """Record that the content changed; returns the new generation."""
         generation = self.generation() + 1
-        self._collection.modify(
-            metadata={EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation}
-        )
+        self._set_metadata({EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation})
         return generation
+
+    def calibration(self) -> str:
+        """The refusal calibration stored with the collection (JSON; empty if none)."""
+        metadata = self._client.get_collection(self._name).metadata or {}
+        return str(metadata.get(CALIBRATION_KEY, ""))
+
+    def set_calibration(self, value: str) -> None:
+        """Store the refusal calibration beside the embedding fingerprint, for every process."""
+        self._set_metadata({CALIBRATION_KEY: value})
+
+    def _set_metadata(self, values: dict[str, Any]) -> None:
+        """Update some collection metadata keys, keeping the others."""
+        current = dict(self._client.get_collection(self._name).metadata or {})
+        current.update(values)
+        self._collection.modify(metadata=current)
 
 
 _LLAMA_KEYS = frozenset({"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"})
