@@ -7,6 +7,7 @@ passed in through constructors from here. Nothing happens at import time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -21,9 +22,10 @@ from index.answer import AnswerPolicy, ExtractiveAnswerer
 from index.case import CaseIndex
 from index.embeddings import EmbeddingSpec, build_embedding
 from index.errors import CasebotError
+from index.files import private_dir
 from index.grounded import GroundedAnswerer
 from index.llm import ChatModel, LLMSpec
-from index.pipeline import Indexer
+from index.pipeline import Indexer, ServingLock
 from index.prompts import PromptLibrary
 from index.retrieve import HybridRetriever
 from index.store import ChromaLocation, ChunkStore, open_client
@@ -38,6 +40,7 @@ class Services:
     prompts: PromptLibrary
     conversation: Conversation
     feedback: FeedbackStore
+    serving_lock: ServingLock | None = None  # embedded Chroma: held by `casebot run`
 
 
 def embedding_spec(settings: Settings) -> EmbeddingSpec:
@@ -58,7 +61,7 @@ def llm_spec(settings: Settings) -> LLMSpec:
     )
 
 
-def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
+def build_case(settings: Settings, prompts: PromptLibrary, serving_lock: ServingLock | None = None) -> CaseIndex:
     """Embedding model, Chroma store, indexer and answerer for the configured case."""
     # Chroma and tokenizers must not phone home or fight over threads.
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -70,13 +73,15 @@ def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
     embedding = build_embedding(spec)
     location = ChromaLocation(
         path=settings.data_dir / "chroma", host=settings.chroma.host,
-        port=settings.chroma.port, ssl=settings.chroma.ssl,
+        port=settings.chroma.port, ssl=settings.chroma.ssl, timeout=settings.chroma.timeout,
     )
-    store = ChunkStore(open_client(location), settings.chroma.collection, spec.fingerprint)
+    store = ChunkStore(open_client(location), settings.chroma.collection, spec.fingerprint,
+                       where=location.describe())
     r = settings.retrieval
     indexer = Indexer(store, embedding, settings.data_dir / "index.lock",
                       chunk_chars=r.chunk_chars, chunk_overlap=r.chunk_overlap,
-                      batch_size=settings.embedding.batch_size)
+                      batch_size=settings.embedding.batch_size, articles_root=settings.articles_dir,
+                      serving_lock=serving_lock)
     retriever = HybridRetriever(store, embedding, dense_top_k=r.dense_top_k,
                                 keyword_top_k=r.keyword_top_k, rrf_k=r.rrf_k,
                                 refresh_seconds=r.refresh_seconds, cache_dir=settings.data_dir / "cache")
@@ -98,12 +103,15 @@ def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
 
 def build_services(settings: Settings) -> Services:
     """Build every service of the process from ``settings``."""
+    private_dir(settings.data_dir)
     prompts = PromptLibrary()
-    case = build_case(settings, prompts)
+    # Embedded Chroma is one process's: `casebot run` holds this while it serves.
+    serving_lock = None if settings.chroma.host else ServingLock(settings.data_dir / "serving.lock")
+    case = build_case(settings, prompts, serving_lock)
     feedback = FeedbackStore(settings.data_dir / "feedback.sqlite3")
     conversation = Conversation(case, prompts, settings.chat, settings.default_language,
                                 case_name=settings.case_name, feedback=feedback)
-    return Services(settings, case, prompts, conversation, feedback)
+    return Services(settings, case, prompts, conversation, feedback, serving_lock)
 
 
 class Adapter(Protocol):
@@ -169,7 +177,11 @@ async def run_adapters(services: Services, names: list[str], shutdown: Shutdown 
 
     ``shutdown`` lets an embedding program (or a test) stop the run itself.
     """
-    shutdown = shutdown or Shutdown()
+    with services.serving_lock.serving() if services.serving_lock else contextlib.nullcontext():
+        await _serve(services, names, shutdown or Shutdown())
+
+
+async def _serve(services: Services, names: list[str], shutdown: Shutdown) -> None:
     adapters = [build_adapter(name, services, shutdown.fail) for name in names]
     await asyncio.to_thread(services.case.ensure_indexed)
     await asyncio.to_thread(services.case.warm_up)

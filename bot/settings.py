@@ -38,6 +38,8 @@ class ChromaSettings(BaseModel):
     port: int = Field(8000, ge=1, le=65535)
     ssl: bool = False
     collection: str = Field("casebot", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+    # Seconds one request to a Chroma server may take before it fails with a sentence.
+    timeout: float = Field(10.0, gt=0, le=600)
 
 
 class EmbeddingSettings(BaseModel):
