@@ -53,7 +53,10 @@ sub summary sup svg table tbody td template textarea tfoot th thead time title t
 wbr xmp
 """.split())
 # A ``<`` that opens a known tag, a closing tag or a comment; every other ``<`` is text.
-_TAG_START = re.compile(r"<(?=!--|!doctype|/?([a-zA-Z][a-zA-Z0-9]{0,15})(?=[\s/>]))", re.IGNORECASE)
+# (An autolink such as <https://example.org> is kept for the Markdown parser too.)
+_TAG_START = re.compile(
+    r"<(?=!--|!doctype|[a-z][a-z0-9+.-]{1,31}:[^\s<>]*>|/?([a-z][a-z0-9]{0,15})(?=[\s/>]))", re.IGNORECASE
+)
 _LT = re.compile(r"<")
 _STYLE_HIDDEN = re.compile(
     r"display:none|visibility:(?:hidden|collapse)|font-size:0(?:\.0*)?(?:px|pt|em|rem|%)?(?:;|!|$)"

@@ -124,14 +124,14 @@ def test_keyword_index_cache_follows_the_store(tmp_path: Path, articles: Path) -
     build_services(settings).case.index()
     cache = tmp_path / "data" / "cache"
     assert "EDÖB" in build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?").text
-    (first,) = cache.glob("keywords-*.pickle")
+    (first,) = cache.glob("keywords-*.json")
 
     (articles / "neu.md").write_text(NEW, encoding="utf-8")
     build_services(settings).case.index()
     fresh = build_services(settings)  # a new process: must not use the old generation's file
     assert "Seestern Aurora" in fresh.case.ask("Wie heißt das Schiff der Reederei?").text
-    (second,) = cache.glob("keywords-*.pickle")
+    (second,) = cache.glob("keywords-*.json")
     assert second != first
 
-    second.write_bytes(b"not a pickle")
+    second.write_bytes(b"not json")
     assert "Seestern Aurora" in build_services(settings).case.ask("Wie heißt das Schiff der Reederei?").text
