@@ -135,3 +135,45 @@ def test_keyword_index_cache_follows_the_store(tmp_path: Path, articles: Path) -
 
     second.write_bytes(b"not json")
     assert "Seestern Aurora" in build_services(settings).case.ask("Wie heißt das Schiff der Reederei?").text
+
+
+def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path) -> None:
+    import json
+    import os
+    import pickle
+
+    settings = make_settings(tmp_path / "data", articles)
+    services = build_services(settings)
+    services.case.index()
+    store = services.case._store
+    cache = tmp_path / "data" / "cache"
+    cache.mkdir(exist_ok=True)
+    marker = tmp_path / "code-ran"
+
+    class Planted:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, (f"touch {marker}",)
+
+    name = f"keywords-{store.identity()}-{store.generation()}"
+    (cache / f"{name}.pickle").write_bytes(pickle.dumps(Planted()))
+    (cache / f"{name}.json").write_text(json.dumps(
+        {"format": "casebot-keywords-1", "chunks": [{"id": 1, "text": {}, "metadata": [], "stems": [2]}]}))
+    answer = build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?")
+    assert "EDÖB" in answer.text  # the odd JSON was ignored and the index rebuilt from the store
+    assert not marker.exists()
+    assert not (cache / f"{name}.pickle").exists()  # old pickles are removed, never read
+
+
+def test_index_files_are_private(tmp_path: Path, articles: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    services = build_services(make_settings(data, articles))
+    services.case.index()
+    services.case.ask("Welche Behörde hat Mitto ins Visier genommen?")
+    assert data.stat().st_mode & 0o777 == 0o700  # an existing 0755 folder is tightened
+    for folder in (data / "chroma", data / "cache"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for file in (data / "index.lock", data / "serving.lock", *(data / "cache").glob("keywords-*.json")):
+        assert file.stat().st_mode & 0o777 == 0o600, file
+    # Chroma's own database, created with the process umask, is tightened too.
+    assert (data / "chroma" / "chroma.sqlite3").stat().st_mode & 0o777 == 0o600
