@@ -177,3 +177,24 @@ def test_index_files_are_private(tmp_path: Path, articles: Path) -> None:
         assert file.stat().st_mode & 0o777 == 0o600, file
     # Chroma's own database, created with the process umask, is tightened too.
     assert (data / "chroma" / "chroma.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_naming_a_subfolder_or_a_file_keeps_ids_and_prunes_only_there(tmp_path: Path, articles: Path) -> None:
+    services = build_services(make_settings(tmp_path / "data", articles))
+    case = services.case
+    (articles / "2022").mkdir()
+    body = "Die Reederei taufte das Schiff auf den Namen Seestern Aurora. Das Schiff fährt ab März nach Oslo."
+    (articles / "2022" / "ohne-url.txt").write_text(f"Neue Meldung ohne Adresse\n{body}\n", encoding="utf-8")
+    assert case.index().added == 3
+    ids = sorted(r.article_id for r in case.sources())
+    assert "file:2022/ohne-url.txt" in ids
+
+    assert case.index([articles / "2022"]).summary() == "added 0, updated 0, unchanged 1, removed 0, failed 0"
+    assert case.index([articles / "2022" / "ohne-url.txt"], prune=True).summary() == \
+        "added 0, updated 0, unchanged 1, removed 0, failed 0"  # the other two are outside: kept
+    assert sorted(r.article_id for r in case.sources()) == ids
+
+    (articles / "2022" / "ohne-url.txt").unlink()
+    (articles / "2022" / "andere.txt").write_text(f"Eine andere Meldung\n{body} Noch ein Satz.\n", encoding="utf-8")
+    report = case.index([articles / "2022"], prune=True)
+    assert (report.added, report.removed, len(case.sources())) == (1, 1, 3)
