@@ -27,6 +27,7 @@ from index.grounded import GroundedAnswerer
 from index.llm import ChatModel, LLMSpec
 from index.pipeline import Indexer, ServingLock
 from index.prompts import PromptLibrary
+from index.refusal import RefusalPolicy
 from index.retrieve import HybridRetriever
 from index.store import ChromaLocation, ChunkStore, open_client
 
@@ -86,10 +87,10 @@ def build_case(settings: Settings, prompts: PromptLibrary, serving_lock: Serving
                                 keyword_top_k=r.keyword_top_k, rrf_k=r.rrf_k,
                                 refresh_seconds=r.refresh_seconds, cache_dir=settings.data_dir / "cache")
     a = settings.answer
-    policy = AnswerPolicy(min_margin=a.min_margin, max_sentences=a.max_sentences,
-                          max_quote_chars=a.max_quote_chars)
+    policy = AnswerPolicy(max_sentences=a.max_sentences, max_quote_chars=a.max_quote_chars)
+    refusal = RefusalPolicy(false_refusal_rate=a.false_refusal_rate)
     answerer = ExtractiveAnswerer(retriever, embedding, prompts, policy, settings.default_language,
-                                  cache_dir=settings.data_dir / "cache")
+                                  cache_dir=settings.data_dir / "cache", store=store, refusal_policy=refusal)
     model_spec = llm_spec(settings)
     if not model_spec.enabled:
         return CaseIndex(store, indexer, answerer, settings.articles_dir)

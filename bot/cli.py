@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bot.app import ADAPTERS, Services, build_services, configure_logging, run_adapters
 from bot.console import chat_loop, render_plain
-from bot.conversation import Reply
+from bot.conversation import Reply, normalise_question
 from bot.settings import load_settings
 from index.answer import format_attribution
 from index.errors import CasebotError
@@ -92,11 +92,20 @@ def _print_index_report(services: Services, args: argparse.Namespace) -> int:
 
 
 def _ask(services: Services, args: argparse.Namespace) -> int:
+    question = normalise_question(args.question)
+    limit = services.settings.chat.max_question_chars
+    if len(question) > limit:  # the chat's limit: a 100,000-character question takes minutes
+        print(f"casebot: the question is too long ({len(question)} characters, at most {limit}; "
+              "CASEBOT_CHAT__MAX_QUESTION_CHARS sets the limit)", file=sys.stderr)
+        return 2
+    if not question:
+        print("casebot: the question is empty", file=sys.stderr)
+        return 2
     with _progress(sys.stderr.isatty()) as progress:
         built = services.case.ensure_indexed(progress)
     if built is not None:
         print(f"built the index first: {built.summary()}", file=sys.stderr)
-    answer = services.case.ask(args.question)
+    answer = services.case.ask(question)
     if args.json:
         print(json.dumps(answer.as_dict(), ensure_ascii=False, indent=2))
     else:

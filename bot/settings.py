@@ -69,7 +69,7 @@ class RetrievalSettings(BaseModel):
 class AnswerSettings(BaseModel):
     """The extractive answerer's limits and its refusal threshold."""
 
-    min_margin: float = Field(-0.02, ge=-1, le=1)
+    false_refusal_rate: float = Field(0.05, gt=0, lt=0.5)  # refusal calibration: see index/refusal.py
     max_sentences: int = Field(3, ge=1, le=10)
     max_quote_chars: int = Field(700, ge=100, le=4000)
 
@@ -97,6 +97,7 @@ class ChatSettings(BaseModel):
     rate_limit_count: int = Field(10, ge=1)
     rate_limit_seconds: float = Field(60.0, gt=0)
     max_concurrent_answers: int = Field(2, ge=1, le=64)
+    answer_timeout_seconds: float = Field(120.0, gt=0)
     history_chats: int = Field(10_000, ge=1)
     max_upload_bytes: int = Field(2_000_000, ge=1)
 
@@ -130,6 +131,8 @@ class MatrixSettings(BaseModel):
     max_pending_events: int = Field(32, ge=1, le=1000)  # events being answered at once
     sync_timeout_seconds: float = Field(30.0, ge=0, le=300)  # long-poll wait of one /sync
     request_timeout_seconds: float = Field(60.0, gt=0)
+    # Replace cross-signing keys the account has but the data dir lost (Element shows "identity changed").
+    reset_cross_signing: bool = False
 
     _split_users = field_validator("allowed_users", "admins", mode="before")(_split_list)
 

@@ -34,6 +34,8 @@ class Answerer(Protocol):
 
     def invalidate(self) -> None: ...
 
+    def prepare(self) -> None: ...
+
     def warm_up(self) -> None: ...
 
 
@@ -63,7 +65,9 @@ class CaseIndex:
         """Index ``paths`` (default: the articles folder); see :meth:`Indexer.run`."""
         with self._index_lock:
             report = self._indexer.run(list(paths or [self.articles_dir]), rebuild, prune, progress)
-        self._answerer.invalidate()
+            self._answerer.invalidate()
+            # Calibrate refusal and build the caches now, not on the first question.
+            self._answerer.prepare()
         return report
 
     @property

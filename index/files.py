@@ -36,12 +36,6 @@ def private_dir(path: Path, recursive: bool = False) -> Path:
     return path
 
 
-def private_file(path: Path) -> Path:
-    """Make an existing file 0600 (for files written by another library)."""
-    _tighten(path, FILE_MODE)
-    return path
-
-
 def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
     """``os.open`` a file in a private folder, created 0600 (and tightened if it existed)."""
     private_dir(path.parent)

@@ -40,6 +40,21 @@ class Passage:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Retrieval:
+    """One question's retrieval: what was searched for, its vector and the passages found.
+
+    ``language`` is the question's; ``keywords`` the keyword index the
+    search used (its IDF weights tell rare words from the case's common ones).
+    """
+
+    query: str
+    language: str
+    vector: np.ndarray
+    passages: list[Passage]
+    keywords: KeywordIndex
+
+
 _CACHE_FORMAT = "casebot-keywords-1"
 
 
@@ -70,17 +85,22 @@ def _read_keyword_cache(path: Path) -> KeywordIndex:
     return KeywordIndex(chunks, stemmed)
 
 
-def reciprocal_rank_fusion(rankings: dict[str, Sequence[str]], k: int = 60) -> list[tuple[str, float]]:
-    """Fuse ranked id lists: score(id) = sum over lists of 1 / (k + rank).
+def reciprocal_rank_fusion(rankings: dict[str, Sequence[str]], k: int = 60,
+                           weights: dict[str, dict[str, float]] | None = None) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(id) = sum over lists of weight / (k + rank).
 
     Ranks start at 1. Ties keep the order of first appearance, so the result
     is deterministic. ``k`` damps the weight of the very top ranks (60 is the
-    value from Cormack et al., 2009).
+    value from Cormack et al., 2009). ``weights[list][id]`` scales one id's
+    vote in one list (default 1), e.g. a keyword hit that deserves less
+    trust than the others.
     """
     scores: dict[str, float] = {}
-    for ids in rankings.values():
+    weights = weights or {}
+    for name, ids in rankings.items():
+        scale = weights.get(name, {})
         for rank, item in enumerate(ids, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            scores[item] = scores.get(item, 0.0) + scale.get(item, 1.0) / (k + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
@@ -154,6 +174,7 @@ class HybridRetriever:
         rrf_k: int = 60,
         refresh_seconds: float = 5.0,
         cache_dir: Path | None = None,
+        cross_language_keyword_weight: float = 0.1,
     ) -> None:
         self._store = store
         self._cache_dir = cache_dir
@@ -161,6 +182,7 @@ class HybridRetriever:
         self._dense_top_k = dense_top_k
         self._keyword_top_k = keyword_top_k
         self._rrf_k = rrf_k
+        self._cross_keyword_weight = cross_language_keyword_weight
         self._refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._keywords: KeywordIndex | None = None
@@ -228,11 +250,22 @@ class HybridRetriever:
         """The question's vector (with the model's query convention)."""
         return np.asarray(self._embedding.get_query_embedding(question), dtype=np.float32)
 
-    def retrieve(self, question: str, top_k: int = 8, query_vector: np.ndarray | None = None) -> list[Passage]:
+    def search(self, query: str, language: str, top_k: int = 8) -> Retrieval:
+        """Embed ``query`` and retrieve its passages (see :meth:`retrieve`)."""
+        vector = self.embed_query(query)
+        passages = self.retrieve(query, top_k, vector, language)
+        return Retrieval(query, language, vector, passages, self.keyword_index())
+
+    def retrieve(self, question: str, top_k: int = 8, query_vector: np.ndarray | None = None,
+                 language: str | None = None) -> list[Passage]:
         """The ``top_k`` best passages for ``question``, best first.
 
         ``query_vector`` saves embedding the question again when the caller
-        already has it (see :meth:`embed_query`).
+        already has it (see :meth:`embed_query`). ``language`` is the
+        question's: a BM25 hit on a passage in another language matched only
+        the words the two languages happen to share (names, numbers, false
+        friends), so its vote in the fusion is weighted down and it cannot
+        push the dense ranking, which does cross languages, out of the top.
         """
         keywords = self.keyword_index()
         if not len(keywords):
@@ -250,12 +283,17 @@ class HybridRetriever:
             passage.keyword = score
             passage.ranks["keyword"] = rank
 
+        cross_language = {}
+        if language is not None:
+            cross_language = {c.chunk_id: self._cross_keyword_weight for c, _ in keyword_hits
+                              if str(c.metadata.get("language", language)) != language}
         fused = reciprocal_rank_fusion(
             {
                 "dense": [c.chunk_id for c, _ in dense_hits],
                 "keyword": [c.chunk_id for c, _ in keyword_hits],
             },
             k=self._rrf_k,
+            weights={"keyword": cross_language},
         )
         result = []
         for chunk_id, score in fused[:top_k]:

@@ -45,6 +45,7 @@ EMBEDDING_KEY = "casebot_embedding"
 DIMENSION_KEY = "casebot_dimension"
 GENERATION_KEY = "casebot_generation"
 WRITING_KEY = "casebot_writing"
+CALIBRATION_KEY = "casebot_refusal_calibration"
 _PAGE = 2000
 T = TypeVar("T")
 
@@ -416,9 +417,23 @@ class ChunkStore:
 
     def _set_generation(self, writing: bool) -> int:
         generation = self.generation() + 1
-        metadata = {EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation, WRITING_KEY: int(writing)}
-        self._call("write", lambda: self._collection.modify(metadata=metadata))
+        self._set_metadata({EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation,
+                            WRITING_KEY: int(writing)})
         return generation
+
+    def calibration(self) -> str:
+        """The refusal calibration stored with the collection (JSON; empty if none)."""
+        return str(self._metadata().get(CALIBRATION_KEY, ""))
+
+    def set_calibration(self, value: str) -> None:
+        """Store the refusal calibration beside the embedding fingerprint, for every process."""
+        self._set_metadata({CALIBRATION_KEY: value})
+
+    def _set_metadata(self, values: dict[str, Any]) -> None:
+        """Update some collection metadata keys, keeping the others (``modify`` replaces them all)."""
+        current = self._metadata()
+        current.update(values)
+        self._call("write", lambda: self._collection.modify(metadata=current))
 
 
 _LLAMA_KEYS = frozenset({"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"})

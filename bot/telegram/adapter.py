@@ -10,8 +10,9 @@ the bot answers a mention (``@botname``), a reply to one of its messages and
 ``/ask``, and stays silent otherwise. Admin commands and uploads count only
 from a listed admin in a private chat (never from anonymous group admins or
 channels). Updates are handled concurrently (answering never blocks
-receiving), each update at most once across restarts (:class:`UpdateLog`),
-and every request honours Telegram's flood control (:class:`FloodControl`).
+receiving), and every update is journalled before Telegram forgets it and
+marked done only once answered, so a crash loses no question and a
+redelivery is not answered twice (:class:`UpdateJournal`); every request honours Telegram's flood control (:class:`FloodControl`).
 """
 
 from __future__ import annotations
@@ -44,12 +45,10 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
-    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 from telegram.request import HTTPXRequest
@@ -60,7 +59,7 @@ from bot.settings import TelegramSettings
 from bot.telegram import render
 from bot.telegram.flood import FloodControl
 from bot.telegram.redact import TokenRedactor
-from bot.telegram.updates import UpdateLog
+from bot.telegram.updates import JournalledApplication, JournalQueue, UpdateJournal
 from index.errors import CasebotError
 from index.prompts import PromptLibrary
 
@@ -162,7 +161,8 @@ class TelegramAdapter:
         self._requests: list[HTTPXRequest] = []
         self._redactor: TokenRedactor | None = None
         self._webhook_secret = ""
-        self._updates: UpdateLog | None = None
+        self._queue = JournalQueue(max_in_flight=concurrent_updates)
+        self._journal: UpdateJournal | None = None
         self._answers: OrderedDict[tuple[int, int], Reply] = OrderedDict()
         self._bot_id = 0
         self._username = ""
@@ -189,9 +189,13 @@ class TelegramAdapter:
             await self._initialize(self._app)
             self._bot_id = self._app.bot.id
             self._username = self._app.bot.username or ""
-            self._updates = UpdateLog(self._data_dir / "telegram-updates.json", self._bot_id)
+            self._journal = UpdateJournal(self._data_dir / "telegram-updates.sqlite3", self._bot_id)
+            self._queue.attach(self._journal)
             await self._register_commands(self._app)
             await self._app.start()
+            replayed = self._queue.replay(self._app.bot)
+            if replayed:
+                log.warning("answering %s message(s) received before the last stop", replayed)
             await self._receive(self._app)
         except BaseException:
             await self.stop()
@@ -214,6 +218,9 @@ class TelegramAdapter:
             for request in self._requests:  # also when initialize failed half-way
                 await request.shutdown()
             self._requests.clear()
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
         finally:
             if self._redactor is not None:
                 self._redactor.uninstall()
@@ -227,9 +234,11 @@ class TelegramAdapter:
                                   read_timeout=timeout + self._poll_timeout, write_timeout=timeout,
                                   pool_timeout=timeout)
         self._requests = [request, polling]
+        self._queue = JournalQueue(max_in_flight=self._concurrent_updates)  # bound to this run's loop
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder().token(token).request(request).get_updates_request(polling)
             .rate_limiter(FloodControl()).concurrent_updates(self._concurrent_updates)
+            .update_queue(self._queue).application_class(JournalledApplication)
         )
         if self._settings.api_base_url:
             builder = builder.base_url(self._settings.api_base_url).base_file_url(
@@ -237,7 +246,6 @@ class TelegramAdapter:
         elif self._settings.api_file_url:
             builder = builder.base_file_url(self._settings.api_file_url)
         app = builder.build()
-        app.add_handler(TypeHandler(Update, self._deduplicate), group=-1)
         message = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler(sorted(PUBLIC_COMMANDS | ADMIN_COMMANDS), self._on_command, message))
         app.add_handler(MessageHandler(message & filters.COMMAND & filters.ChatType.PRIVATE, self._on_text))
@@ -340,12 +348,6 @@ class TelegramAdapter:
                            "it was revoked or changed; update it and restart.")
 
     # --- who is asking -------------------------------------------------------------
-
-    async def _deduplicate(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Stop an update that was handled before (also before a restart)."""
-        if self._updates is not None and not self._updates.first_time(update.update_id):
-            log.info("skipping update %s: handled before", update.update_id)
-            raise ApplicationHandlerStop
 
     def _is_admin(self, message: Message) -> bool:
         """A listed user, in a private chat, speaking for themselves (not a channel or anonymous admin)."""
@@ -486,13 +488,13 @@ class TelegramAdapter:
         """Log what failed (the redactor keeps the token out); tell the person if possible."""
         error = context.error
         update_id = update.update_id if isinstance(update, Update) else None
+        if update_id is not None and isinstance(error, NetworkError) and not isinstance(error, BadRequest):
+            self._queue.unsent(update_id)  # the reply did not go out: answered again at the next start
         log.error("handling update %s failed: %s", update_id, error, exc_info=error)
         message = update.effective_message if isinstance(update, Update) else None
         if message is not None and not isinstance(error, TelegramError):
-            language = self._user_language(message) or self._default_language
-            text = self._prompts.text(language, "error").format(reason=type(error).__name__)
             with suppress(TelegramError):
-                await self._send(message, Reply("error", text, language))
+                await self._send(message, self._conversation.failure(self._user_language(message)))
 
     # --- sending -------------------------------------------------------------------
 
@@ -536,6 +538,11 @@ class TelegramAdapter:
         With a ``placeholder`` ("thinking…"), its text is replaced by the
         first part instead of sending a new message.
         """
+        if reply.kind == "silent":  # a reader still flooding after the rate-limit notice
+            if placeholder is not None:
+                with suppress(TelegramError):
+                    await placeholder.delete()
+            return
         parts = render.render(reply, self._prompts)
         rateable = reply.answer is not None
         sent: Message | None = None
