@@ -23,7 +23,7 @@ import tempfile
 import time
 import unicodedata
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +203,10 @@ class RateLimiter:
             self._warned.discard(user_id)
 
 
+AnswerObserver = Callable[[Answer | None, float], Awaitable[None]]
+"""Told every answered question: the answer (None: answering failed) and the seconds it took."""
+
+
 class Conversation:
     """The bot's behaviour, shared by all adapters."""
 
@@ -215,6 +219,8 @@ class Conversation:
         case_name: str = "",
         clock: Callable[[], float] = time.monotonic,
         feedback: FeedbackStore | None = None,
+        counters: Counters | None = None,
+        on_answer: AnswerObserver | None = None,
     ) -> None:
         self._case = case
         self._feedback = feedback
@@ -226,7 +232,8 @@ class Conversation:
         self._history: OrderedDict[str, _Exchange] = OrderedDict()
         self._slots = asyncio.Semaphore(settings.max_concurrent_answers)
         self._limiter = RateLimiter(settings.rate_limit_count, settings.rate_limit_seconds, clock)
-        self.counters = Counters()
+        self.counters = counters or Counters()  # injected with the totals stored before a restart
+        self._on_answer = on_answer
 
     # --- entry point -------------------------------------------------------------
 
@@ -303,6 +310,7 @@ class Conversation:
         # and passes it on, so an LLM answerer can rewrite it into a stand-alone question.
         retrieval_query = f"{previous.question} {question}" if previous else question
         deadline = self._settings.answer_timeout_seconds
+        started = time.perf_counter()  # waiting for a slot is part of what the person waits
         try:
             async with self._slots:
                 # On timeout the slot is freed at once; the worker thread finishes on its own
@@ -313,10 +321,16 @@ class Conversation:
         except TimeoutError:
             log.error("answering a question from user %s took longer than %.0f s; gave up",
                       message.user_id, deadline)
+            if self._on_answer is not None:
+                await self._on_answer(None, time.perf_counter() - started)
             return self._notice("answer_timeout", language)
         except CasebotError as error:
             log.warning("answering failed: %s", error)
+            if self._on_answer is not None:
+                await self._on_answer(None, time.perf_counter() - started)
             return Reply("error", self._prompts.text(language, "error").format(reason=error), language)
+        if self._on_answer is not None:
+            await self._on_answer(answer, time.perf_counter() - started)
         self._remember(message.chat_id, _Exchange(question, retrieval_query, answer.language))
         if answer.refused:
             self.counters.refused += 1

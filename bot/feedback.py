@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     citations TEXT NOT NULL,
     UNIQUE (platform, answer_ref, user_id)
 );
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -98,6 +99,19 @@ class FeedbackStore:
                           rating=row[5], question=row[6], answer=row[7], citations=json.loads(row[8]))
             for row in rows
         ]
+
+    def add_to_counter(self, name: str, amount: int = 1) -> None:
+        """Add to a named total (``answered``, ``refused``) that outlives the process, for ``/stats``."""
+        with self._connect() as conn:
+            conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))
+
+    def counters(self) -> dict[str, int]:
+        """Every stored total; empty (and no file created) before the first one."""
+        if not self._path.exists():
+            return {}
+        with self._connect() as conn:
+            return {str(name): int(value) for name, value in conn.execute("SELECT name, value FROM counters")}
 
     def counts(self) -> tuple[int, int]:
         """(thumbs up, thumbs down) over all time."""

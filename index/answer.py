@@ -138,7 +138,7 @@ _TYPE_A = {
     "number": re.compile(rf"(\d|\b({_NUMBER_WORDS})\b)", re.IGNORECASE),
     "date": re.compile(rf"\b(\d{{3,4}}(?:er|s)?|{_MONTHS}|montag|dienstag|mittwoch|donnerstag|freitag|samstag|"
                        r"sonntag|monday|tuesday|wednesday|thursday|friday|saturday|sunday|gestern|vorgestern|"
-                       r"yesterday|jahrhundert|century|\d{1,2}\.\s?\d{1,2}\.(\d{2,4})?|\d{4}-\d{2}-\d{2})\b",
+                       r"yesterday|jahrhundert|century|jahr|year|\d{1,2}\.\s?\d{1,2}\.(\d{2,4})?|\d{4}-\d{2}-\d{2})\b",
                        re.IGNORECASE),
     # Places and people are names: a capitalised word that does not open the sentence.
     "place": re.compile(r"(?<=[a-zäöüß,;:] )[A-ZÄÖÜ][\w-]+"),

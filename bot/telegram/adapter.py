@@ -55,6 +55,7 @@ from telegram.request import HTTPXRequest
 
 from bot.conversation import ADMIN_COMMANDS, PUBLIC_COMMANDS, Conversation, Incoming, Reply
 from bot.feedback import FeedbackStore
+from bot.logs import ExpectedErrors
 from bot.settings import TelegramSettings
 from bot.telegram import render
 from bot.telegram.flood import FloodControl
@@ -105,17 +106,31 @@ def parse_commands(text: str) -> list[BotCommand]:
     return commands
 
 
-class _PollingRequest(HTTPXRequest):
-    """The getUpdates connection; reports when Telegram stops accepting the token."""
+def rejected_token_message(api_base_url: str) -> str:
+    """What to tell the operator when the Bot API answers 401/404 (PTB's ``InvalidToken``)."""
+    hint = (" Also check CASEBOT_TELEGRAM__API_BASE_URL: it must point to a Bot API server."
+            if api_base_url else "")
+    return "Telegram rejected the bot token (CASEBOT_TELEGRAM__TOKEN): check it with @BotFather." + hint
 
-    def __init__(self, on_rejected: Callable[[], None], **kwargs: Any) -> None:
+
+class _PollingRequest(HTTPXRequest):
+    """The getUpdates connection; reports each poll's outcome and when Telegram stops accepting the token."""
+
+    def __init__(self, on_rejected: Callable[[], None], on_poll: Callable[[str | None], None],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_rejected = on_rejected
+        self._on_poll = on_poll
 
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        status, payload = await super().do_request(*args, **kwargs)
+        try:
+            status, payload = await super().do_request(*args, **kwargs)
+        except TelegramError as error:
+            self._on_poll(type(error).__name__)
+            raise
         if status in (401, 404):  # what PTB turns into InvalidToken
             self._on_rejected()
+        self._on_poll(None if status < 500 else f"HTTP {status}")
         return status, payload
 
 
@@ -166,6 +181,9 @@ class TelegramAdapter:
         self._answers: OrderedDict[tuple[int, int], Reply] = OrderedDict()
         self._bot_id = 0
         self._username = ""
+        self._poll_error: str | None = None  # why the last getUpdates failed; None after a good one
+        # PTB logs a whole traceback when the network fails at its last getUpdates on stop: one line is enough.
+        self._quiet = ExpectedErrors(("telegram.ext.Updater", "telegram.ext.Application"), (NetworkError,))
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -177,11 +195,12 @@ class TelegramAdapter:
         misconfigured) after cleaning up whatever was started.
         """
         token = self._settings.token.get_secret_value().strip()
-        if not token:
+        if not token:  # `casebot run` checks this before any heavy work; kept for direct use
             raise CasebotError(
                 "CASEBOT_TELEGRAM__TOKEN is not set: create a bot with @BotFather and put its token there."
             )
         self._webhook_secret = self._settings.webhook_secret.get_secret_value() or secrets.token_urlsafe(32)
+        self._quiet.install()  # before the redactor, which then also redacts the error text it adds
         self._redactor = TokenRedactor(token, self._webhook_secret)
         self._redactor.install()
         try:
@@ -222,15 +241,31 @@ class TelegramAdapter:
                 self._journal.close()
                 self._journal = None
         finally:
+            self._quiet.uninstall()
             if self._redactor is not None:
                 self._redactor.uninstall()
                 self._redactor = None
+
+    def problem(self) -> str | None:
+        """None while updates arrive (the last poll succeeded, or the webhook server runs); else why not."""
+        app = self._app
+        if self._token_revoked:
+            return "the bot token was rejected"
+        if app is None or not app.running or app.updater is None or not app.updater.running:
+            return "not running"
+        if not self._settings.webhook_url and self._poll_error:
+            return f"polling Telegram fails ({self._poll_error})"
+        return None
+
+    def _polled(self, error: str | None) -> None:
+        self._poll_error = error
 
     def _build(self, token: str) -> AnyApplication:
         timeout = self._request_timeout
         request = HTTPXRequest(connection_pool_size=self._concurrent_updates + 8, connect_timeout=timeout,
                                read_timeout=timeout, write_timeout=timeout, pool_timeout=timeout)
-        polling = _PollingRequest(self._token_rejected, connection_pool_size=2, connect_timeout=timeout,
+        polling = _PollingRequest(self._token_rejected, self._polled, connection_pool_size=2,
+                                  connect_timeout=timeout,
                                   read_timeout=timeout + self._poll_timeout, write_timeout=timeout,
                                   pool_timeout=timeout)
         self._requests = [request, polling]
@@ -265,18 +300,15 @@ class TelegramAdapter:
                 return
             except InvalidToken:
                 # PTB's message contains the token: never pass it on.
-                hint = (" Also check CASEBOT_TELEGRAM__API_BASE_URL: it must point to a Bot API server."
-                        if self._settings.api_base_url else "")
-                raise CasebotError(
-                    "Telegram rejected the bot token (CASEBOT_TELEGRAM__TOKEN): check it with @BotFather." + hint
-                ) from None
+                raise CasebotError(rejected_token_message(self._settings.api_base_url)) from None
             except NetworkError as error:
                 if attempt == _START_ATTEMPTS:
                     raise CasebotError(
                         f"Cannot reach the Telegram Bot API ({type(error).__name__}); "
                         "check the network and CASEBOT_TELEGRAM__API_BASE_URL."
                     ) from None
-                log.warning("Telegram unreachable (%s), retrying in %.0f s", type(error).__name__, delay)
+                log.warning("Telegram unreachable (%s), retry %d/%d in %.0f s", type(error).__name__, attempt,
+                            _START_ATTEMPTS - 1, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
