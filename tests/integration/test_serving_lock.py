@@ -47,8 +47,10 @@ def test_index_beside_a_running_bot_is_refused_with_what_to_do(tmp_path: Path) -
             assert "CASEBOT_CHROMA__HOST" in refused.stderr
             assert refused.stderr.count("\n") == 1  # one sentence, no traceback
 
-            second = casebot(data, articles, "run", "telegram")
-            assert second.returncode == 1 and "Another casebot process" in second.stderr
+            second = subprocess.run([sys.executable, "-m", "bot.cli", "run", "telegram"], env=env, cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=120, check=False)
+            assert second.returncode == 1, second.stderr
+            assert f"Another casebot process (pid {bot.pid}) is using the index" in second.stderr
         finally:
             bot.send_signal(signal.SIGTERM)
             bot.wait(timeout=60)
