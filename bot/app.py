@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import os
@@ -25,9 +26,10 @@ from index.answer import AnswerPolicy, ExtractiveAnswerer
 from index.case import CaseIndex
 from index.embeddings import EmbeddingSpec, build_embedding
 from index.errors import CasebotError
+from index.files import private_dir
 from index.grounded import GroundedAnswerer
 from index.llm import ChatModel, LLMSpec
-from index.pipeline import Indexer
+from index.pipeline import Indexer, ServingLock
 from index.prompts import PromptLibrary
 from index.refusal import RefusalPolicy
 from index.retrieve import HybridRetriever
@@ -44,6 +46,7 @@ class Services:
     conversation: Conversation
     feedback: FeedbackStore
     metrics: Metrics
+    serving_lock: ServingLock | None = None  # embedded Chroma: held by `casebot run`
 
 
 def embedding_spec(settings: Settings) -> EmbeddingSpec:
@@ -64,7 +67,8 @@ def llm_spec(settings: Settings) -> LLMSpec:
     )
 
 
-def build_case(settings: Settings, prompts: PromptLibrary, metrics: Metrics | None = None) -> CaseIndex:
+def build_case(settings: Settings, prompts: PromptLibrary, metrics: Metrics | None = None,
+               serving_lock: ServingLock | None = None) -> CaseIndex:
     """Embedding model, Chroma store, indexer and answerer for the configured case.
 
     The collection is the case's own (:func:`~bot.settings.collection_name`),
@@ -81,13 +85,15 @@ def build_case(settings: Settings, prompts: PromptLibrary, metrics: Metrics | No
     c = settings.chroma
     location = ChromaLocation(
         path=settings.data_dir / "chroma", host=c.host, port=c.port, ssl=c.ssl,
-        token=c.token.get_secret_value(), token_header=c.token_header,
+        token=c.token.get_secret_value(), token_header=c.token_header, timeout=c.timeout,
     )
-    store = ChunkStore(open_client(location), collection_name(settings), spec.fingerprint)
+    store = ChunkStore(open_client(location), collection_name(settings), spec.fingerprint,
+                       where=location.describe())
     r = settings.retrieval
     indexer = Indexer(store, embedding, settings.data_dir / "index.lock",
                       chunk_chars=r.chunk_chars, chunk_overlap=r.chunk_overlap,
-                      batch_size=settings.embedding.batch_size)
+                      batch_size=settings.embedding.batch_size, articles_root=settings.articles_dir,
+                      serving_lock=serving_lock)
     retriever = HybridRetriever(store, embedding, dense_top_k=r.dense_top_k,
                                 keyword_top_k=r.keyword_top_k, rrf_k=r.rrf_k,
                                 refresh_seconds=r.refresh_seconds, cache_dir=settings.data_dir / "cache")
@@ -110,16 +116,19 @@ def build_case(settings: Settings, prompts: PromptLibrary, metrics: Metrics | No
 
 def build_services(settings: Settings) -> Services:
     """Build every service of the process from ``settings``."""
+    private_dir(settings.data_dir)
     prompts = PromptLibrary()
+    # Embedded Chroma is one process's: `casebot run` holds this while it serves.
+    serving_lock = None if settings.chroma.host else ServingLock(settings.data_dir / "serving.lock")
     feedback = FeedbackStore(settings.data_dir / "feedback.sqlite3")  # also the /stats totals
     metrics = Metrics(feedback)
-    case = build_case(settings, prompts, metrics)
+    case = build_case(settings, prompts, metrics, serving_lock)
     stored = feedback.counters()
     counters = Counters(answered=stored.get("answered", 0), refused=stored.get("refused", 0))
     conversation = Conversation(case, prompts, settings.chat, settings.default_language,
                                 case_name=case_name(settings), feedback=feedback,
                                 counters=counters, on_answer=metrics.on_answer)
-    return Services(settings, case, prompts, conversation, feedback, metrics)
+    return Services(settings, case, prompts, conversation, feedback, metrics, serving_lock)
 
 
 class Adapter(Protocol):
@@ -271,6 +280,11 @@ async def run_adapters(services: Services, names: list[str], shutdown: Shutdown 
     the whole run (503 while starting). ``shutdown`` lets an embedding
     program (or a test) stop the run itself.
     """
+    with services.serving_lock.serving() if services.serving_lock else contextlib.nullcontext():
+        await _serve(services, names, shutdown)
+
+
+async def _serve(services: Services, names: list[str], shutdown: Shutdown | None) -> None:
     from bot.health import HealthServer
 
     log = logging.getLogger(__name__)

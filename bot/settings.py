@@ -100,6 +100,8 @@ class ChromaSettings(BaseModel):
     # Token for a Chroma server (or the proxy in front of it) that requires one; sent in token_header.
     token: SecretStr = SecretStr("")
     token_header: Literal["Authorization", "X-Chroma-Token"] = "Authorization"  # noqa: S105 - a header name
+    # Seconds one request to a Chroma server may take before it fails with a sentence.
+    timeout: float = Field(10.0, gt=0, le=600)
 
     @field_validator("host")
     @classmethod
