@@ -15,7 +15,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.private import create_private
+from index.files import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -56,7 +56,7 @@ class FeedbackStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        create_private(self._path)  # readers' questions and user ids: owner only (0600)
+        private_file(self._path)  # readers' questions and user ids: owner only (0600)
         with closing(sqlite3.connect(self._path, timeout=10)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)

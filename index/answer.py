@@ -195,6 +195,7 @@ class ExtractiveAnswerer:
         self._lock = threading.Lock()  # the caches are shared by the worker threads of one process
         self._decider = RefusalDecider(refusal_policy, self._reference_vectors)
         self._calibration: Calibration | None = None
+        self._calibration_generation = -1
 
     def _reference_vectors(self, language: str) -> np.ndarray:
         """Vectors of the off-topic reference requests in ``language``.
@@ -234,28 +235,37 @@ class ExtractiveAnswerer:
     # --- calibration ------------------------------------------------------------------
 
     def calibration(self) -> Calibration | None:
-        """The collection's refusal calibration (read from the store, computed if missing)."""
+        """The collection's refusal calibration, as stored by the last index run.
+
+        Re-read whenever the store's generation moved (another process may
+        have re-indexed). Only an index run writes it (:meth:`prepare`):
+        Chroma's metadata has no compare-and-set, so a reader that wrote
+        could undo a concurrent indexer's generation bump. A reader that
+        finds none (an index built by an older version) computes one in
+        memory and keeps it until the content changes.
+        """
         if self._store is None:
             return None
+        generation = self._retriever.generation()
         with self._lock:
-            known = self._calibration
-        if known is not None:
+            known, seen = self._calibration, self._calibration_generation
+        if known is not None and seen == generation:
             return known
         stored = Calibration.from_json(self._store.calibration())
         if stored is None and self._store.count():
-            stored = self.recalibrate()
+            stored = calibrate(self._store, self._retriever.embed_query, self._decider.policy)
         with self._lock:
-            self._calibration = stored
+            self._calibration, self._calibration_generation = stored, generation
         return stored
 
     def recalibrate(self) -> Calibration | None:
-        """Compute the refusal calibration for the store's current content and store it."""
+        """Compute the refusal calibration for the store's current content and store it (index runs only)."""
         if self._store is None:
             return None
         result = calibrate(self._store, self._retriever.embed_query, self._decider.policy)
         self._store.set_calibration(result.to_json())
         with self._lock:
-            self._calibration = result
+            self._calibration, self._calibration_generation = result, self._retriever.generation()
         return result
 
     def invalidate(self) -> None:

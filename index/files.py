@@ -47,6 +47,17 @@ def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
     return fd
 
 
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty as 0600 if missing, or tighten it to 0600; its folder 0700.
+
+    For files another library opens by name (SQLite's databases): created
+    first with 0600, they are never world-readable under a permissive
+    umask, and SQLite gives its ``-wal`` and ``-shm`` files the same mode.
+    """
+    os.close(open_private(path))
+    return path
+
+
 def _tighten(path: Path, mode: int) -> None:
     try:
         if path.is_symlink():

@@ -204,6 +204,12 @@ class HybridRetriever:
                              len(self._keywords), time.perf_counter() - started, generation)
             return self._keywords
 
+    def generation(self) -> int:
+        """The store generation of the current keyword index (checked as :meth:`keyword_index` does)."""
+        self.keyword_index()
+        with self._lock:
+            return self._generation
+
     def _load_or_build(self, generation: int) -> KeywordIndex:
         """The keyword index of this store generation, from the cache folder if possible.
 

@@ -37,7 +37,7 @@ from typing import Any
 from telegram import Bot, Update
 from telegram.ext import Application
 
-from bot.private import create_private
+from index.files import private_file
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class UpdateJournal:
         self._prune()
 
     def _open(self) -> sqlite3.Connection:
-        create_private(self._path)
+        private_file(self._path)
         db = sqlite3.connect(self._path, timeout=10, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -166,3 +166,18 @@ def test_calibration_is_deterministic_and_moves_with_the_corpus(demo_store) -> N
     leaning = calibrate(store, embed, prior, chunks=chunks)
     assert raw.same_language != first.same_language
     assert abs(leaning.same_language - 0.5) < 0.01
+
+
+def test_a_reader_without_a_stored_calibration_computes_one_but_never_writes(demo_store) -> None:  # type: ignore[no-untyped-def]
+    from bot.app import build_services
+
+    store = demo_store.case._store
+    saved = store.calibration()
+    store.set_calibration("")  # an index built by an older version
+    try:
+        reader = build_services(demo_store.settings).case.answerer
+        calibration = reader.calibration()
+        assert calibration is not None and calibration.samples > 10
+        assert store.calibration() == ""  # only an index run writes collection metadata
+    finally:
+        store.set_calibration(saved)
