@@ -27,6 +27,7 @@ from index.pipeline import Indexer
 from index.prompts import PromptLibrary
 from index.retrieve import HybridRetriever
 from index.store import ChromaLocation, ChunkStore, open_client
+from index.support import SupportChecker
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def build_case(settings: Settings, prompts: PromptLibrary) -> CaseIndex:
         return CaseIndex(store, indexer, answerer, settings.articles_dir)
     # The model is built on first use (or in warm_up): an unreachable server or a
     # missing GGUF file must not stop the bot; answers fall back to extractive.
-    grounded = GroundedAnswerer(answerer, retriever, ChatModel(model_spec), prompts,
+    grounded = GroundedAnswerer(answerer, retriever, ChatModel(model_spec), prompts, SupportChecker(embedding),
                                 default_language=settings.default_language)
     logging.getLogger(__name__).info("answers are written by the language model %s", model_spec.describe())
     return CaseIndex(store, indexer, grounded, settings.articles_dir)
