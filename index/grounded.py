@@ -78,6 +78,7 @@ class Trace:
     rewritten: str = ""
     error: str = ""
     verdicts: tuple[tuple[str, SupportVerdict], ...] = ()  # every cited model sentence and its verdict
+    passages: tuple[Passage, ...] = ()  # what the model was shown, numbered from 1
 
 
 def neutralise(text: str) -> str:
@@ -175,7 +176,7 @@ class GroundedAnswerer:
         # The extractive answerer retrieved for the same query a moment ago; asking
         # again costs one query embedding and one Chroma lookup, milliseconds next
         # to a generation, and keeps the extractive answerer's interface as it is.
-        passages = self._select(self._retriever.retrieve(query, top_k=self._policy.passages * 2))
+        passages = self._select(self._retriever.retrieve(query, top_k=self._policy.passages * 2), fallback)
         if not passages:
             return fallback, Trace(query=query, rewritten=standalone)
         texts = [neutralise(p.chunk.text) for p in passages]
@@ -201,7 +202,7 @@ class GroundedAnswerer:
             return verdict.supported
 
         checked = check_citations(generation.text, [p.chunk.article_id for p in passages], supports=supports)
-        trace = Trace(generation, checked, query, standalone, verdicts=tuple(verdicts))
+        trace = Trace(generation, checked, query, standalone, verdicts=tuple(verdicts), passages=tuple(passages))
         if checked.no_answer:
             log.info("the model found no answer in the passages; refusing")
             return self._refusal(language, "model-no-answer"), trace
@@ -252,8 +253,15 @@ class GroundedAnswerer:
         return Answer(text=self._prompts.text(language, "refusal"), refused=True, language=language,
                       mode=f"refused:{reason}")
 
-    def _select(self, passages: Sequence[Passage]) -> list[Passage]:
-        """The best passages that fit the prompt budget, one entry per chunk."""
+    def _select(self, passages: Sequence[Passage], fallback: Answer | None = None) -> list[Passage]:
+        """The best passages that fit the prompt budget, one entry per chunk.
+
+        Passages holding what the extractive answer quotes come first: a
+        small model leans on passage 1, and the extractive side has already
+        found the sentences that answer.
+        """
+        quotes = [c.quote[:80] for c in (fallback.citations if fallback else ()) if c.quote]
+        passages = sorted(passages, key=lambda p: not any(q in p.chunk.text for q in quotes))
         chosen: list[Passage] = []
         seen: set[str] = set()
         size = 0

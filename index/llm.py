@@ -60,7 +60,7 @@ class LLMSpec:
     max_tokens: int = 256
     temperature: float = 0.0
     context_window: int = 4096
-    threads: int = 0
+    threads: int = 1
 
     @property
     def enabled(self) -> bool:
@@ -198,8 +198,9 @@ def build_llm(spec: LLMSpec, deadline: _Deadline | None = None) -> Any:
         if not path.is_file():
             raise CasebotError(f"GGUF model file not found: {path} (CASEBOT_LLM__MODEL_PATH)")
         model_kwargs: dict[str, Any] = {"n_ctx": spec.context_window, "verbose": False}
-        if spec.threads:
+        if spec.threads:  # prompt processing too: llama-cpp-python's batch default is every core
             model_kwargs["n_threads"] = spec.threads
+            model_kwargs["n_threads_batch"] = spec.threads
         generate_kwargs: dict[str, Any] = {"stop": STOP}
         if deadline is not None:
             generate_kwargs["stopping_criteria"] = StoppingCriteriaList([deadline])
