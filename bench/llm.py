@@ -137,6 +137,7 @@ def main() -> int:
             columns.append(_run(f"{label}: extractive", _services(root / "data", root / "articles"), items))
             columns.append(_run(f"{label}: {Path(model_path).name}",
                                 _services(root / "data", root / "articles", **llm), items))
+            print(quality_table(columns), file=sys.stderr)  # a long run shows each set when done
     table = quality_table(columns)
     print(table)
     if args.out:
