@@ -122,7 +122,7 @@ def server(gguf: Path) -> Iterator[str]:
 
 
 @pytest.mark.parametrize(("question", "language", "sources"), [
-    ("Welche Behörde hat Mitto ins Visier genommen?", "de", {HEISE, NETZWOCHE}),
+    ("In welche schwer erreichbaren Länder verschickt Mitto SMS?", "de", {HEISE}),
     ("Which US senator did Twitter inform that it is dropping Mitto?", "en", {HEISE, NETZWOCHE}),
 ])
 def test_in_process_model_writes_verified_answers(
@@ -150,7 +150,9 @@ def test_a_model_sentence_that_contradicts_its_passage_is_dropped(
 
     def contradicting(model: ChatModel, system: str, user: str) -> Generation:
         real = original(model, system, user)
-        return Generation(real.text.rstrip() + " Ilja Gorelik arbeitet noch für Mitto [1].",
+        n = next(number for number, body in re.findall(r'<passage number="(\d+)"[^>]*>(.*?)</passage>', user, re.DOTALL)
+                 if "nicht mehr" in body)  # the passage the contradiction cites
+        return Generation(f"{real.text.rstrip()}\nIlja Gorelik arbeitet noch für Mitto [{n}].",
                           real.prompt_tokens, real.completion_tokens, real.seconds)
 
     monkeypatch.setattr(ChatModel, "chat", contradicting)
