@@ -234,7 +234,7 @@ class GroundedAnswerer:
         prompt = self._prompts.text(language, "llm_rewrite").format(previous=previous_question, question=question)
         generation = self._model.chat("", prompt)
         lines = [line.strip().strip("\"'„“”*`") for line in generation.text.strip().splitlines() if line.strip()]
-        rewritten = re.sub(r"^(?:rewritten question|umformulierte frage|question|frage)\s*:\s*", "",
+        rewritten = re.sub(r"^(?:rewritten question|umformulierte frage|umgeschriebene frage|question|frage)\s*:\s*", "",
                            lines[0] if lines else "", flags=re.IGNORECASE).strip()
         if (not rewritten or len(rewritten) > self._policy.rewrite_max_chars
                 or rewritten.casefold() == previous_question.strip().casefold()):
