@@ -194,6 +194,8 @@ def main() -> int:
     print(f"{len(pairs)} pairs", file=sys.stderr)
     for pair in pairs:
         pair.features = checker.features(pair.sentence, [pair.passage])
+    print(f"shipped: {checker.policy}")
+    print(table(pairs, checker))
     policy = fit([p for p in pairs if p.half == 0], embedding)
     print(f"fitted on half 0: {policy}")
     print(table(pairs, SupportChecker(embedding, policy)))
