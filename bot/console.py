@@ -44,7 +44,7 @@ async def chat_loop(
     """Read questions line by line until EOF or ``/quit``; print each reply.
 
     The local operator is the admin of their own terminal, so ``/reindex``
-    and ``/stats`` work here.
+    and ``/stats`` work here, and is not rate-limited.
     """
     interactive = stdin.isatty()
     while True:
@@ -60,6 +60,8 @@ async def chat_loop(
         if text in ("/quit", "/exit", "!quit"):
             break
         reply = await conversation.handle(Incoming(chat_id="console", user_id="console", text=text,
-                                                   is_admin=is_admin))
+                                                   is_admin=is_admin, local_operator=True))
+        if reply.kind == "silent":
+            continue
         stdout.write(render_plain(reply, prompts) + "\n\n")
         stdout.flush()

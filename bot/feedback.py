@@ -15,6 +15,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.private import create_private
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -29,6 +31,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     citations TEXT NOT NULL,
     UNIQUE (platform, answer_ref, user_id)
 );
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -53,7 +56,7 @@ class FeedbackStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self._path)  # readers' questions and user ids: owner only (0600)
         with closing(sqlite3.connect(self._path, timeout=10)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -96,6 +99,19 @@ class FeedbackStore:
                           rating=row[5], question=row[6], answer=row[7], citations=json.loads(row[8]))
             for row in rows
         ]
+
+    def add_to_counter(self, name: str, amount: int = 1) -> None:
+        """Add to a named total (``answered``, ``refused``) that outlives the process, for ``/stats``."""
+        with self._connect() as conn:
+            conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))
+
+    def counters(self) -> dict[str, int]:
+        """Every stored total; empty (and no file created) before the first one."""
+        if not self._path.exists():
+            return {}
+        with self._connect() as conn:
+            return {str(name): int(value) for name, value in conn.execute("SELECT name, value FROM counters")}
 
     def counts(self) -> tuple[int, int]:
         """(thumbs up, thumbs down) over all time."""

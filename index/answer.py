@@ -1,16 +1,18 @@
-"""Extractive answers with numbered citations, and the decision to refuse.
+"""Extractive answers with numbered citations.
 
 No language model is involved: the answer quotes the sentences of the
-retrieved passages that best match the question, numbers each quoted article
-once (``[1]``, ``[2]``) and lists only those articles. The bot refuses,
-citing nothing, when
+retrieved passages that best answer the question, numbers each quoted
+article once (``[1]``, ``[2]``) and lists only those articles. Whether to
+answer at all is :mod:`index.refusal`'s decision, made before any sentence
+is chosen; this module only selects and composes.
 
-* the question is closer to a reference set of off-topic requests (weather,
-  poems, small talk, general knowledge) than the best passage is to the
-  question by a margin (the multilingual model's scores have a
-  question-dependent baseline, which this margin removes), or
-* the question asks for a kind of fact (a date, a number) that the best
-  sentence does not contain.
+Sentence choice: sentences of the best passages are scored by their own
+vector, their passage's and the question words they contain; a sentence with
+the kind of fact the question asks for (a date, a number, a place, a person)
+gets a bonus but nothing is refused for lacking one. When the best sentence
+leans on its neighbour (it opens with a pronoun or demonstrative, or it only
+restates the question while the neighbour has the asked-for fact), the
+neighbour is quoted too.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +31,10 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.chunking import chunk_sentences
 from index.prompts import PromptLibrary
-from index.retrieve import HybridRetriever, KeywordIndex, Passage
-from index.text import LANGUAGES, detect_language, is_stopword, stems, word_stems, words
+from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, focus_weights
+from index.retrieve import HybridRetriever, Passage, Retrieval
+from index.store import ChunkStore
+from index.text import LANGUAGES, detect_language, stems
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Answer:
     confidence: float = 0.0
     mode: str = "extractive"
     notice: str = ""  # e.g. "the language model was unreachable"
+    scores: dict[str, float] = field(default_factory=dict)  # what the refusal decision looked at
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -72,29 +78,26 @@ class Answer:
             "confidence": round(self.confidence, 4),
             "mode": self.mode,
             "notice": self.notice,
+            "scores": self.scores,
         }
 
 
 @dataclass(frozen=True)
 class AnswerPolicy:
-    """Tunable thresholds of the extractive answerer (calibrated on dev.jsonl)."""
+    """How many passages and sentences an extractive answer may use, and how they are scored."""
 
     passages: int = 4  # passages the answer may quote from
     max_sentences: int = 3
     max_quote_chars: int = 700
-    min_margin: float = -0.02  # best passage cosine minus off-topic reference cosine
-    lexical_min_margin: float = -0.05  # ... enough when the best sentence has the question's words
-    lexical_support: float = 0.9  # IDF-weighted share of question words in the best sentence
-    weak_margin: float = 0.02  # below this, a same-language question needs some shared words ...
-    weak_margin_lexical: float = 0.3  # ... at least this share
     lexical_weight: float = 0.06
-    sentence_slack: float = 0.02  # how far behind the best a further sentence may score
-    other_article_slack: float = 0.02  # ... when it would cite one more article
+    sentence_slack: float = 0.03  # how far behind the best a further sentence may score ...
+    other_article_slack: float = 0.015  # ... and one from another article (it adds a citation)
+    other_article_lexical: float = 0.3  # ... which must also contain this share of the question's words
     min_sentence_words: int = 4
-    rerank_sentences: int = 6  # sentences embedded one by one per question
+    rerank_sentences: int = 8  # sentences embedded one by one per question
     sentence_weight: float = 0.6  # sentence vs. passage similarity in the final score
-    typed_slack: float = 0.03  # how far behind the best a sentence with the asked-for date/number may be
-    short_sentence_chars: int = 160  # a best sentence shorter than this brings its successor
+    typed_bonus: float = 0.03  # for a sentence with the kind of fact the question asks for
+    short_sentence_chars: int = 300  # a best sentence shorter than this brings its successor
     sentence_cache_size: int = 20_000
 
 
@@ -107,51 +110,63 @@ class _Candidate:
     lexical: float = 0.0
 
 
-# Requests to perform a task instead of asking about the case: the bot only
-# reports what the articles say, it does not write, translate or invent.
-_TASK_REQUEST = re.compile(
-    r"^\W*(bitte\s+|please\s+|can you\s+|kannst du\s+)?(schreib|schreibe|dichte|erfinde|übersetze|übersetz|"
-    r"erzähl mir (einen|einen?) (witz|geschichte)|erzähle? einen witz|write|compose|translate|invent|"
-    r"tell me a (joke|story)|generate|make up)\b",
-    re.IGNORECASE,
+# --- answer types: what kind of fact a question asks for ---------------------------
+# Only the first interrogative of a question counts ("How many ... when ..." asks for
+# a number), and words match whole ("born" is not "reborn").
+
+_TYPE_WORDS: tuple[tuple[str, str], ...] = (
+    ("year", r"in welchem jahr|seit welchem jahr|what year|which year|in welchem jahrhundert|what century|which century"),
+    ("number", r"wie ?viele?n?|wie hoch|wie gro(?:ß|ss)|wie teuer|wie lange|wie alt|wie weit|was kostet|"
+               r"welche summe|welchen anteil|wie viel prozent|how many|how much|how high|how large|how big|"
+               r"how long|how old|how far|what percentage|what share|what proportion"),
+    ("date", r"wann|seit wann|bis wann|an welchem tag|when|since when|what date|which date|how long ago"),
+    ("place", r"wo|woher|wohin|in welche[rmn]? (?:stadt|land|ort|staat|region)|where|in which (?:city|country|town|state|region)|"
+              r"what (?:city|country|town)|which (?:city|country|town)"),
+    ("person", r"wer|wem|wen|who|whom|whose"),
 )
-_TEMPORAL_Q = re.compile(
-    r"\b(wann|seit wann|bis wann|in welchem jahr|an welchem tag|when|what year|which year|since when|"
-    r"what date|which date|how long ago)\b", re.IGNORECASE)
-_QUANTITY_Q = re.compile(
-    r"\b(wie ?viele?n?|wie hoch|wie groß|wie gross|wie teuer|was kostet|wie lange|welche summe|"
-    r"how many|how much|how high|how large|how big|how long|what percentage|what share)\b",
+_TYPE_Q = re.compile(r"\b(" + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _TYPE_WORDS) + r")\b",
+                     re.IGNORECASE)
+_MONTHS = ("januar|jänner|februar|märz|april|mai|juni|juli|august|september|oktober|november|dezember|"
+           "january|february|march|may|june|july|october|december")
+_NUMBER_WORDS = ("eins|zwei|drei|vier|fünf|sechs|sieben|acht|neun|zehn|elf|zwölf|zwanzig|dreißig|hundert|"
+                 "tausend|million(?:en)?|milliarden?|dutzend|hälfte|drittel|viertel|hundertprozentige?n?|"
+                 "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|hundred|"
+                 "thousand|millions?|billions?|dozens?|half|third|quarter|percent|prozent")
+_TYPE_A = {
+    "year": re.compile(r"\b(\d{3,4}(?:er|s)?|\d{1,2}\.\s?jahrhundert|\d{1,2}(?:st|nd|rd|th)\s+century|"
+                       r"jahr|year)\b", re.IGNORECASE),
+    "number": re.compile(rf"(\d|\b({_NUMBER_WORDS})\b)", re.IGNORECASE),
+    "date": re.compile(rf"\b(\d{{3,4}}(?:er|s)?|{_MONTHS}|montag|dienstag|mittwoch|donnerstag|freitag|samstag|"
+                       r"sonntag|monday|tuesday|wednesday|thursday|friday|saturday|sunday|gestern|vorgestern|"
+                       r"yesterday|jahrhundert|century|jahr|year|\d{1,2}\.\s?\d{1,2}\.(\d{2,4})?|\d{4}-\d{2}-\d{2})\b",
+                       re.IGNORECASE),
+    # Places and people are names: a capitalised word that does not open the sentence.
+    "place": re.compile(r"(?<=[a-zäöüß,;:] )[A-ZÄÖÜ][\w-]+"),
+    "person": re.compile(r"(?<=[a-zäöüß,;:] )[A-ZÄÖÜ][\w-]+"),
+}
+# Sentences that lean on the one before them for what they talk about: they open with a
+# pronoun or a linking adverb, or refer back with a demonstrative ("these devices").
+_LEANS_BACK = re.compile(
+    r"^\W*(er|sie|es|dies|diese[rsmn]?|das|dort|damals|deshalb|dafür|dabei|darauf|daher|zudem|außerdem|"
+    r"he|she|it|they|this|these|those|that|there|its|his|her|their|then|thus|therefore)\b"
+    r"|\b(diese[rsmn]?|jene[rsmn]?|these|those|such)\s+\w",
     re.IGNORECASE)
-_MONTHS = (
-    "januar|jänner|februar|märz|april|mai|juni|juli|august|september|oktober|november|dezember|"
-    "january|february|march|may|june|july|october|december"
-)
-_TEMPORAL_A = re.compile(
-    rf"\b(1[5-9]\d\d|20\d\d|{_MONTHS}|montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonntag|"
-    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|gestern|vorgestern|yesterday|"
-    r"\d{1,2}\.\s?\d{1,2}\.(\d{2,4})?|\d{4}-\d{2}-\d{2})\b", re.IGNORECASE)
-_NUMBER_WORDS = (
-    "eins|zwei|drei|vier|fünf|sechs|sieben|acht|neun|zehn|elf|zwölf|zwanzig|dreißig|hundert|tausend|"
-    "million|millionen|milliarde|milliarden|one|two|three|four|five|six|seven|eight|nine|ten|"
-    "twelve|twenty|hundred|thousand|millions?|billions?|dutzend|dozens?"
-)
-_QUANTITY_A = re.compile(rf"(\d|\b({_NUMBER_WORDS})\b)", re.IGNORECASE)
-# Founding and birth dates, "since when", "which year": only a year answers these.
-_YEAR_Q = re.compile(
-    r"(gegründet|gründung|founded|established|geboren|born|seit wann|since when|in welchem jahr|"
-    r"what year|which year)", re.IGNORECASE)
-_YEAR_A = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b")
+# A person asked about may stand in the previous sentence when this one says "they".
+_PERSONAL = re.compile(r"\b(er|sie|ihnen|ihm|ihr|ihre[rnms]?|sein|seine[rnms]?|he|she|they|them|him|his|her|their)\b",
+                       re.IGNORECASE)
 
 
-def _required_answer_type(question: str) -> tuple[str, re.Pattern[str]] | None:
-    """What kind of fact the question asks for, with the pattern an answer must match."""
-    if _YEAR_Q.search(question):
-        return "no-year", _YEAR_A
-    if _TEMPORAL_Q.search(question):
-        return "no-date", _TEMPORAL_A
-    if _QUANTITY_Q.search(question):
-        return "no-number", _QUANTITY_A
-    return None
+def answer_type(question: str) -> str | None:
+    """The kind of fact ``question`` asks for ("year", "number", "date", "place", "person"), if any."""
+    match = _TYPE_Q.search(question)
+    if match is None:
+        return None
+    return next(name for name, _ in _TYPE_WORDS if match.group(name))
+
+
+def has_type(sentence: str, kind: str | None) -> bool:
+    """True if ``sentence`` contains a fact of ``kind`` (always true for no kind)."""
+    return kind is None or bool(_TYPE_A[kind].search(sentence))
 
 
 class ExtractiveAnswerer:
@@ -165,8 +180,11 @@ class ExtractiveAnswerer:
         policy: AnswerPolicy | None = None,
         default_language: str = "de",
         cache_dir: Path | None = None,
+        store: ChunkStore | None = None,
+        refusal_policy: RefusalPolicy | None = None,
     ) -> None:
         self._retriever = retriever
+        self._store = store
         self._cache_dir = cache_dir
         self._embedding = embedding
         self._prompts = prompts
@@ -174,6 +192,9 @@ class ExtractiveAnswerer:
         self._default_language = default_language
         self._reference: dict[str, np.ndarray] = {}
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the caches are shared by the worker threads of one process
+        self._decider = RefusalDecider(refusal_policy, self._reference_vectors)
+        self._calibration: Calibration | None = None
 
     def _reference_vectors(self, language: str) -> np.ndarray:
         """Vectors of the off-topic reference requests in ``language``.
@@ -181,10 +202,11 @@ class ExtractiveAnswerer:
         Embedding them costs about half a second, which a one-shot
         ``casebot ask`` would pay every time; so they are kept in memory and,
         given a cache folder, on disk under a name that changes with the
-        model and the texts.
+        model and the texts (a plain ``.npy`` array, read without pickle).
         """
-        if language in self._reference:
-            return self._reference[language]
+        with self._lock:
+            if language in self._reference:
+                return self._reference[language]
         texts = self._prompts.offtopic_reference(language)
         path = None
         if self._cache_dir is not None:
@@ -193,8 +215,10 @@ class ExtractiveAnswerer:
             path = self._cache_dir / f"offtopic-{language}-{key}.npy"
             if path.is_file():
                 try:
-                    self._reference[language] = np.load(path)
-                    return self._reference[language]
+                    vectors = np.load(path, allow_pickle=False)
+                    with self._lock:
+                        self._reference[language] = vectors
+                    return vectors
                 except (OSError, ValueError):
                     pass  # a damaged cache file is recomputed below
         vectors = np.asarray(self._embedding.get_text_embedding_batch(texts), dtype=np.float32)
@@ -203,80 +227,91 @@ class ExtractiveAnswerer:
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
                 np.save(tmp, vectors)
             Path(tmp.name).replace(path)
-        self._reference[language] = vectors
+        with self._lock:
+            self._reference[language] = vectors
         return vectors
 
+    # --- calibration ------------------------------------------------------------------
+
+    def calibration(self) -> Calibration | None:
+        """The collection's refusal calibration (read from the store, computed if missing)."""
+        if self._store is None:
+            return None
+        with self._lock:
+            known = self._calibration
+        if known is not None:
+            return known
+        stored = Calibration.from_json(self._store.calibration())
+        if stored is None and self._store.count():
+            stored = self.recalibrate()
+        with self._lock:
+            self._calibration = stored
+        return stored
+
+    def recalibrate(self) -> Calibration | None:
+        """Compute the refusal calibration for the store's current content and store it."""
+        if self._store is None:
+            return None
+        result = calibrate(self._store, self._retriever.embed_query, self._decider.policy)
+        self._store.set_calibration(result.to_json())
+        with self._lock:
+            self._calibration = result
+        return result
+
     def invalidate(self) -> None:
-        """The index changed: check the keyword index before the next answer."""
+        """The index changed: check the keyword index and the calibration before the next answer."""
         self._retriever.invalidate()
+        with self._lock:
+            self._calibration = None
+
+    def prepare(self) -> None:
+        """After indexing: recompute the calibration if the content changed, warm the caches.
+
+        Done at index time so that the first question after ``casebot
+        index`` is as fast as any later one.
+        """
+        if self._store is not None and self._store.count():
+            stored = Calibration.from_json(self._store.calibration())
+            if stored is None or stored.generation != self._store.generation():
+                self.recalibrate()
+        self.warm_up()
 
     def warm_up(self) -> None:
-        """Load the model and the keyword index now instead of on the first question."""
+        """Load the model, the reference vectors, the keyword index and the calibration now."""
         for language in LANGUAGES:
             self._reference_vectors(language)
         self._retriever.keyword_index()
+        self.calibration()
+
+    # --- answering --------------------------------------------------------------------
+
+    def retrieve(self, question: str, language: str, retrieval_query: str | None = None) -> Retrieval:
+        """The retrieval an answer to ``question`` rests on (shared with the LLM answerer)."""
+        return self._retriever.search(retrieval_query or question, language, max(self._policy.passages * 2, 8))
 
     def answer(self, question: str, language: str | None = None, retrieval_query: str | None = None,
                previous_question: str | None = None) -> Answer:
         """Answer ``question`` (in ``language``, else its detected language).
 
-        ``previous_question`` is accepted for the :class:`index.case.Answerer`
-        interface and not needed here: ``retrieval_query`` already carries it.
-
         ``retrieval_query`` overrides what is searched for (a follow-up
         question expanded with the previous one) while the reply's language
-        and the type checks still follow ``question``.
+        and the answer type still follow ``question``. ``previous_question``
+        is accepted for the :class:`index.case.Answerer` interface and not
+        needed here: ``retrieval_query`` already carries it.
         """
         language = language or detect_language(question, self._default_language)
-        if _TASK_REQUEST.search(question):
-            return self.refusal(language, "task")
-        query = retrieval_query or question
-        query_vector = self._retriever.embed_query(query)
-        passages = self._retriever.retrieve(query, max(self._policy.passages * 2, 8), query_vector)
-        if not passages:
-            return self.refusal(language, "empty")
-        best = max(passages, key=lambda p: p.dense)
-        # Compared in the best passage's language, so that a German question on
-        # English articles is not held against German look-alikes of small talk.
-        passage_language = str(best.chunk.metadata.get("language", language))
-        if passage_language not in LANGUAGES:
-            passage_language = language
-        off_topic = float(np.max(self._reference_vectors(passage_language) @ query_vector))
-        best_dense = best.dense
-        margin = best_dense - off_topic
-        policy = self._policy
-        if margin < min(policy.min_margin, policy.lexical_min_margin):
-            return self.refusal(language, "off-topic", confidence=margin)
-
-        keywords = self._retriever.keyword_index()
-        required = _required_answer_type(question)
-        chosen = self._select(query, query_vector, passages, keywords, required)
+        retrieval = self.retrieve(question, language, retrieval_query)
+        # A follow-up is judged on what it searched for ("und wann?" has no focus of its own).
+        refusal = self._decider.decide(retrieval.query, retrieval, self.calibration())
+        if refusal is not None:
+            return self.refusal(language, refusal.reason, scores=refusal.scores)
+        chosen = self._select(question, retrieval)
         if not chosen:
-            reason = required[0] if required else "no-sentence"
-            return self.refusal(language, reason, confidence=margin)
-        # A short lookup ("Wer ist Erich Schmidt-Eenboom?") has a weak vector
-        # margin but names words that only this case contains: a sentence that
-        # contains (nearly) all of them is evidence enough.
-        if margin < policy.min_margin and chosen[0].lexical < policy.lexical_support:
-            return self.refusal(language, "off-topic", confidence=margin)
-        # A weak margin in the articles' own language with none of the question's
-        # words in the best sentence is a general-knowledge question that happens
-        # to sit near the case ("Wer hat die Fußball-WM 2014 gewonnen?"). Across
-        # languages the words cannot match, so the margin alone decides there.
-        if (margin < policy.weak_margin and passage_language == language
-                and chosen[0].lexical < policy.weak_margin_lexical):
-            return self.refusal(language, "off-topic", confidence=margin)
-        return self._compose(chosen, language, margin)
+            return self.refusal(language, "no-sentence")
+        return self._compose(chosen, language, chosen[0].score)
 
-    def _select(
-        self,
-        question: str,
-        query_vector: np.ndarray,
-        passages: Sequence[Passage],
-        keywords: KeywordIndex,
-        required: tuple[str, re.Pattern[str]] | None = None,
-    ) -> list[_Candidate]:
-        """Rank the sentences of the best passages; keep the best few.
+    def _select(self, question: str, retrieval: Retrieval) -> list[_Candidate]:
+        """Rank the sentences of the best passages; keep the best and what it needs.
 
         A cheap first pass scores every sentence of the best passages by its
         passage's similarity and by the question words it contains (IDF
@@ -285,10 +320,10 @@ class ExtractiveAnswerer:
         sentences answers; sentence vectors are cached.
         """
         policy = self._policy
-        question_words = _question_words(question)
-        weights = {w: max((keywords.idf(s) for s in variants), default=0.0)
-                   for w, variants in question_words.items()}
-        total = sum(weights.values()) or 1.0
+        passages = retrieval.passages
+        focus = focus_weights(retrieval.query, retrieval.keywords.idf)
+        total = sum(weight for _, weight in focus.values()) or 1.0
+        kind = answer_type(question)
         top_dense = max(p.dense for p in passages)
         # Passages within reach of the best one by meaning, or found by BM25 among the top.
         pool = [p for p in passages[: policy.passages * 2]
@@ -300,9 +335,7 @@ class ExtractiveAnswerer:
                 if len(sentence.split()) < policy.min_sentence_words:
                     continue
                 sentence_stems = set(stems(sentence, language))
-                matched = sum(weights[w] for w, variants in question_words.items()
-                              if variants & sentence_stems)
-                lexical = matched / total
+                lexical = sum(weight for variants, weight in focus.values() if variants & sentence_stems) / total
                 score = passage.dense + policy.lexical_weight * lexical
                 key = sentence.strip()
                 known = candidates.get(key)
@@ -314,33 +347,22 @@ class ExtractiveAnswerer:
         vectors = self._sentence_vectors([c.sentence for c in ordered])
         for candidate, vector in zip(ordered, vectors):
             candidate.score = (
-                policy.sentence_weight * float(vector @ query_vector)
+                policy.sentence_weight * float(vector @ retrieval.vector)
                 + (1 - policy.sentence_weight) * candidate.passage.dense
                 + policy.lexical_weight * candidate.lexical
+                + (policy.typed_bonus if kind is not None and has_type(candidate.sentence, kind) else 0.0)
             )
         ordered.sort(key=lambda c: -c.score)
-        if required is not None:
-            # The answer must contain what the question asks for (a date, a
-            # number); the best sentence that does, if it is nearly the best.
-            typed = [c for c in ordered
-                     if c.score >= ordered[0].score - policy.typed_slack and required[1].search(c.sentence)]
-            if not typed:
-                return []
-            ordered.remove(typed[0])
-            ordered.insert(0, typed[0])
         best = ordered[0]
-        chosen = [best]
-        size = len(best.sentence)
-        follower = self._follower(best)
-        if follower is not None:
-            chosen.append(follower)
-            size += len(follower.sentence)
+        chosen = [best, *self._neighbours(best, kind)]
+        size = sum(len(c.sentence) for c in chosen)
         for candidate in ordered[1:]:
             if len(chosen) >= policy.max_sentences or candidate.score < best.score - policy.sentence_slack:
                 break
-            same_article = candidate.passage.chunk.article_id == best.passage.chunk.article_id
-            if not same_article and candidate.score < best.score - policy.other_article_slack:
-                continue
+            if candidate.passage.chunk.article_id != best.passage.chunk.article_id and (
+                    candidate.score < best.score - policy.other_article_slack
+                    or candidate.lexical < policy.other_article_lexical):
+                continue  # another article is cited only for a sentence nearly as good and on the point
             if size + len(candidate.sentence) > policy.max_quote_chars or candidate.sentence in {
                 c.sentence for c in chosen
             }:
@@ -349,32 +371,66 @@ class ExtractiveAnswerer:
             size += len(candidate.sentence)
         return chosen
 
-    def _follower(self, best: _Candidate) -> _Candidate | None:
-        """The sentence after the best one in its passage, when the best is short.
+    def _neighbours(self, best: _Candidate, kind: str | None) -> list[_Candidate]:
+        """The sentence next to the best one that it needs to be an answer, if any.
 
-        Reasons and names often follow the sentence that matches the
-        question ("Twitter beendet … . Der Grund …"); quoting it gives the
-        reader the context that makes the quote an answer.
+        * the previous sentence when the best one opens with a pronoun or a
+          demonstrative (it names what "he" or "these devices" are);
+        * a neighbour with the asked-for kind of fact when the best sentence
+          lacks it (the best one then restates the question);
+        * the next sentence when the best one is short (a sentence that
+          matches a question often restates it, and the reason or the name
+          follows), or when the next one leans back on it.
         """
-        if len(best.sentence) > self._policy.short_sentence_chars:
-            return None
+        policy = self._policy
         sentences = chunk_sentences(best.passage.chunk.text)
-        index = best.order + 1
-        if index >= len(sentences) or len(sentences[index].split()) < self._policy.min_sentence_words:
+
+        def neighbour(index: int) -> _Candidate | None:
+            if 0 <= index < len(sentences) and len(sentences[index].split()) >= policy.min_sentence_words:
+                return _Candidate(sentences[index].strip(), best.passage, index, best.score, 0.0)
             return None
-        return _Candidate(sentences[index].strip(), best.passage, index, best.score, 0.0)
+
+        before, after = neighbour(best.order - 1), neighbour(best.order + 1)
+        chosen: _Candidate | None = None
+        if before is not None and (_LEANS_BACK.search(best.sentence)
+                                   or (kind == "person" and _PERSONAL.search(best.sentence))):
+            chosen = before
+        elif kind is not None and not has_type(best.sentence, kind):
+            chosen = next((c for c in (after, before) if c is not None and has_type(c.sentence, kind)), None)
+        if chosen is None and after is not None and (
+                _LEANS_BACK.search(after.sentence) or len(best.sentence) < policy.short_sentence_chars):
+            chosen = after
+        if chosen is None or len(best.sentence) + len(chosen.sentence) > policy.max_quote_chars:
+            return []
+        return [chosen]
 
     def _sentence_vectors(self, sentences: list[str]) -> list[np.ndarray]:
-        missing = [s for s in sentences if s not in self._sentence_cache]
+        with self._lock:
+            missing = [s for s in dict.fromkeys(sentences) if s not in self._sentence_cache]
+        computed: dict[str, np.ndarray] = {}
         if missing:
             vectors = self._embedding.get_text_embedding_batch(missing)
-            for sentence, vector in zip(missing, vectors):
-                self._sentence_cache[sentence] = np.asarray(vector, dtype=np.float32)
-                if len(self._sentence_cache) > self._policy.sentence_cache_size:
-                    self._sentence_cache.popitem(last=False)
-        for sentence in sentences:
-            self._sentence_cache.move_to_end(sentence)
-        return [self._sentence_cache[s] for s in sentences]
+            computed = {s: np.asarray(v, dtype=np.float32) for s, v in zip(missing, vectors)}
+        with self._lock:
+            self._sentence_cache.update(computed)
+            result: list[np.ndarray] = []
+            for sentence in sentences:
+                cached = self._sentence_cache.get(sentence)
+                if cached is None:  # evicted by another thread meanwhile (rare): embed it again
+                    cached = computed.get(sentence)
+                    if cached is None:
+                        cached = np.asarray(self._embedding.get_text_embedding(sentence), dtype=np.float32)
+                else:
+                    self._sentence_cache.move_to_end(sentence)
+                result.append(cached)
+            while len(self._sentence_cache) > self._policy.sentence_cache_size:
+                self._sentence_cache.popitem(last=False)
+        return result
+
+    def clear_sentence_cache(self) -> None:
+        """Forget every cached sentence vector (benchmarks measure uncached answers)."""
+        with self._lock:
+            self._sentence_cache.clear()
 
     def _compose(self, chosen: list[_Candidate], language: str, confidence: float) -> Answer:
         """Group quotes by article, number articles in order of first use."""
@@ -389,7 +445,7 @@ class ExtractiveAnswerer:
         for article_id, n in numbers.items():
             group = sorted(quotes[article_id],
                            key=lambda c: (int(c.passage.chunk.metadata.get("position", 0)), c.order))
-            quote = " ".join(c.sentence for c in group)
+            quote = " ".join(dict.fromkeys(c.sentence for c in group))
             parts.append(self._prompts.text(language, "quote").format(quote=quote, n=n))
             meta = group[0].passage.chunk.metadata
             citations.append(Citation(
@@ -402,20 +458,12 @@ class ExtractiveAnswerer:
         return Answer(text=text, refused=False, language=language,
                       citations=tuple(citations), confidence=confidence)
 
-    def refusal(self, language: str, reason: str, confidence: float = 0.0) -> Answer:
+    def refusal(self, language: str, reason: str, confidence: float = 0.0,
+                scores: dict[str, float] | None = None) -> Answer:
         """The "the articles do not say" answer, citing nothing."""
         return Answer(text=self._prompts.text(language, "refusal"), refused=True,
-                      language=language, confidence=confidence, mode=f"refused:{reason}")
-
-
-def _question_words(question: str) -> dict[str, set[str]]:
-    """Content words of a question with their stems in every language."""
-    result: dict[str, set[str]] = {}
-    for word in words(question):
-        if is_stopword(word) or len(word) < 2:
-            continue
-        result[word] = word_stems(word)
-    return result
+                      language=language, confidence=confidence, mode=f"refused:{reason}",
+                      scores=dict(scores or {}))
 
 
 def format_attribution(outlet: str, published: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import html
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from index.errors import ArticleError
+from index.markup import clean_html_tree, markdown_to_text, strip_hidden_markup
 from index.text import detect_language, normalize_text
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
@@ -70,50 +70,7 @@ class Article:
         return [p for p in self.text.split("\n\n") if p.strip()]
 
 
-# --- hidden content and markup -------------------------------------------------
-
-_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-_HIDDEN_ELEMENT = re.compile(
-    r"<(?P<tag>[a-zA-Z][\w-]*)\b[^>]*?(?:\bhidden\b|display\s*:\s*none|visibility\s*:\s*hidden"
-    r"|aria-hidden\s*=\s*[\"']?true|font-size\s*:\s*0)[^>]*>.*?</(?P=tag)\s*>",
-    re.DOTALL | re.IGNORECASE,
-)
-_SCRIPT_STYLE = re.compile(r"<(script|style|template|noscript)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
-_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
-_MD_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
-_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*", re.MULTILINE)
-_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|`)(?=\S)(.+?)(?<=\S)\1")
-_MD_QUOTE = re.compile(r"^\s{0,3}>\s?", re.MULTILINE)
-_MD_RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$", re.MULTILINE)
-
-
-def strip_hidden_markup(text: str) -> str:
-    """Remove what a reader of the page would not see.
-
-    HTML comments, hidden elements, scripts and styles are where injected
-    instructions hide; the remaining tags are dropped and entities decoded.
-    """
-    text = _HTML_COMMENT.sub("", text)
-    text = _SCRIPT_STYLE.sub("", text)
-    previous = None
-    while previous != text:  # nested hidden elements
-        previous = text
-        text = _HIDDEN_ELEMENT.sub("", text)
-    text = _TAG.sub("", text)
-    return html.unescape(text)
-
-
-def markdown_to_text(text: str) -> str:
-    """Markdown body to plain paragraphs (links keep their text, images go)."""
-    text = strip_hidden_markup(text)
-    text = _MD_IMAGE.sub("", text)
-    text = _MD_LINK.sub(r"\1", text)
-    text = _MD_HEADING.sub("", text)
-    text = _MD_QUOTE.sub("", text)
-    text = _MD_RULE.sub("", text)
-    return _MD_EMPHASIS.sub(r"\2", text)
-
+# --- text ----------------------------------------------------------------------
 
 def _paragraphs(text: str) -> str:
     """Normalise and join paragraphs with one blank line between them."""
@@ -124,27 +81,70 @@ def _paragraphs(text: str) -> str:
 
 # --- front-matter ---------------------------------------------------------------
 
-# libyaml's safe loader when PyYAML has it: re-scanning 1,000 articles spends
-# most of its time parsing front-matter.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.DOTALL)
+MAX_FRONT_MATTER_CHARS = 64 * 1024
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases.
+
+    Aliases are how a 537-byte "billion laughs" file expands into gigabytes;
+    article metadata never needs them, so any anchor or alias is refused
+    before anything is expanded.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, "YAML anchors and aliases (&name, *name) are not allowed in front-matter",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _front_matter_block(raw: str) -> tuple[str, str] | None:
+    """``(yaml, body)`` when ``raw`` opens with a ``---`` line closed by another; else None.
+
+    A plain scan for the closing line (linear), after line endings were
+    normalised in :func:`_read`.
+    """
+    first_end = raw.find("\n")
+    if not raw.startswith("---") or first_end == -1 or raw[3:first_end].strip():
+        return None
+    position = first_end
+    while True:
+        closing = raw.find("\n---", position)
+        if closing == -1:
+            return None
+        line_end = raw.find("\n", closing + 1)
+        line_end = len(raw) if line_end == -1 else line_end
+        if not raw[closing + 4:line_end].strip():
+            return raw[first_end + 1:closing], raw[line_end + 1:]
+        position = closing + 1
 
 
 def _split_front_matter(raw: str, path: Path) -> tuple[dict[str, Any], str]:
-    match = _FRONT_MATTER.match(raw)
-    if not match:
+    split = _front_matter_block(raw)
+    if split is None:
         return {}, raw
+    block, body = split
+    if len(block) > MAX_FRONT_MATTER_CHARS:
+        raise ArticleError(path, f"front-matter is longer than {MAX_FRONT_MATTER_CHARS // 1024} KiB")
     try:
-        meta = yaml.load(match.group(1), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        meta = yaml.load(block, Loader=_FrontMatterLoader)  # noqa: S506 - a safe loader without aliases
     except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        mark = getattr(exc, "problem_mark", None)
+        line = getattr(mark, "line", None)
         where = f" (line {line + 2})" if isinstance(line, int) else ""
+        problem = getattr(exc, "problem", None)
+        if isinstance(problem, str) and "aliases" in problem:
+            raise ArticleError(path, f"{problem}{where}") from exc
         raise ArticleError(path, f"broken front-matter{where}") from exc
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
         raise ArticleError(path, "front-matter is not a mapping of fields")
-    return meta, raw[match.end():]
+    return meta, body
 
 
 def _meta_str(meta: dict[str, Any], key: str) -> str:
@@ -183,12 +183,19 @@ def _read(path: Path) -> str:
     except OSError as exc:
         raise ArticleError(path, f"cannot read file ({exc.strerror or exc})") from exc
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ArticleError(path, "not UTF-8 text") from exc
+    # Windows (CRLF) and old Mac (CR) line endings, and a BOM written twice.
+    return text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
 
 
 def _article_id(url: str, path: Path, root: Path | None) -> str:
+    """The URL, else ``file:`` and the path relative to ``root`` (absolute when outside it).
+
+    ``root`` is the articles folder, whatever folder or file was named on
+    the command line, so that one file always gets one id.
+    """
     if url:
         return url
     resolved = path.resolve()
@@ -229,8 +236,10 @@ def _from_text(path: Path, root: Path | None, raw: str, markdown: bool) -> Artic
 def _from_html(path: Path, root: Path | None, raw: str) -> Article:
     import trafilatura  # heavy import; only HTML articles need it
 
+    # Hidden elements go before trafilatura sees the page: its main-text heuristics
+    # would keep a `<div hidden>` in the article body.
     doc = trafilatura.bare_extraction(
-        raw, with_metadata=True, include_comments=False, include_tables=False,
+        clean_html_tree(raw), with_metadata=True, include_comments=False, include_tables=False,
         favor_precision=True, url=None,
     )
     if doc is None:
@@ -276,17 +285,26 @@ def load_article(path: Path, root: Path | None = None) -> Article:
 
 
 def find_article_files(paths: Sequence[Path]) -> Iterator[tuple[Path, Path | None]]:
-    """Yield ``(file, root)`` for every candidate file under ``paths``.
+    """Yield ``(file, base)`` once for every candidate file under ``paths``.
 
-    Hidden files and folders are skipped; files with other suffixes are
-    yielded too, so that the caller can report them as skipped.
+    Files are yielded resolved (so a file named twice, or through a
+    symlink, is read once); ``base`` is the folder it was found in. Hidden
+    files and folders are skipped; files with other suffixes are yielded
+    too, so that the caller can report them as skipped.
     """
+    seen: set[Path] = set()
     for base in paths:
+        candidates = []
         if base.is_dir():
             for file in sorted(base.rglob("*")):
                 rel = file.relative_to(base)
                 if any(part.startswith(".") for part in rel.parts) or not file.is_file():
                     continue
-                yield file, base
+                candidates.append((file, base))
         else:
-            yield base, base.parent
+            candidates.append((base, base.parent))
+        for file, folder in candidates:
+            resolved = file.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                yield resolved, folder.resolve()

@@ -7,7 +7,7 @@ embed and query Chroma), so async callers run them in a worker thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +34,13 @@ class Answerer(Protocol):
 
     def invalidate(self) -> None: ...
 
+    def prepare(self) -> None: ...
+
     def warm_up(self) -> None: ...
+
+
+IndexObserver = Callable[["IndexReport | None", "IndexStats | None"], None]
+"""Told the end of every indexing run: its report (None: it failed) and the index size after it."""
 
 
 class CaseIndex:
@@ -46,12 +52,14 @@ class CaseIndex:
         indexer: Indexer,
         answerer: Answerer,
         articles_dir: Path,
+        on_index: IndexObserver | None = None,
     ) -> None:
         self._store = store
         self._indexer = indexer
         self._answerer = answerer
         self.articles_dir = articles_dir
         self._index_lock = threading.Lock()
+        self._on_index = on_index
 
     def index(
         self,
@@ -61,10 +69,26 @@ class CaseIndex:
         progress: ProgressCallback | None = None,
     ) -> IndexReport:
         """Index ``paths`` (default: the articles folder); see :meth:`Indexer.run`."""
-        with self._index_lock:
-            report = self._indexer.run(list(paths or [self.articles_dir]), rebuild, prune, progress)
-        self._answerer.invalidate()
+        try:
+            with self._index_lock:
+                report = self._indexer.run(list(paths or [self.articles_dir]), rebuild, prune, progress)
+                self._answerer.invalidate()
+                # Calibrate refusal and build the caches now, not on the first question.
+                self._answerer.prepare()
+        except Exception:
+            self._notify(None)
+            raise
+        self._notify(report)
         return report
+
+    def _notify(self, report: IndexReport | None) -> None:
+        if self._on_index is None:
+            return
+        try:
+            stats: IndexStats | None = self.stats()
+        except Exception:  # the store failing is what the report (or the raised error) already says
+            stats = None
+        self._on_index(report, stats)
 
     @property
     def answerer(self) -> Answerer:

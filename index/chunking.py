@@ -31,6 +31,7 @@ class Chunk:
     article: Article
     position: int
     text: str
+    count: int = 0  # chunks of the article: lets the store tell a complete article from a torn one
 
     @property
     def metadata(self) -> dict[str, str | int]:
@@ -47,6 +48,7 @@ class Chunk:
             "path": a.path,
             "content_hash": a.content_hash,
             "position": self.position,
+            "chunks": self.count,
         }
 
 
@@ -57,7 +59,12 @@ def article_key(article_id: str) -> str:
 
 def chunk_id(article_id: str, position: int) -> str:
     """Deterministic id of the chunk at ``position`` of an article."""
-    return f"{article_key(article_id)}-{position:05d}"
+    return key_chunk_id(article_key(article_id), position)
+
+
+def key_chunk_id(key: str, position: int) -> str:
+    """The chunk id for an article key and a position (see :func:`article_key`)."""
+    return f"{key}-{position:05d}"
 
 
 def is_furniture(paragraph: str) -> bool:
@@ -76,17 +83,24 @@ def is_furniture(paragraph: str) -> bool:
 
 
 def _cut_long(sentence: str) -> list[str]:
+    """Cut a sentence over ``MAX_SENTENCE_CHARS`` at word boundaries.
+
+    A "word" longer than the limit (a megabyte without a space) is cut
+    inside, so that no chunk grows past the limit and the work stays linear.
+    """
     if len(sentence) <= MAX_SENTENCE_CHARS:
         return [sentence]
     parts: list[str] = []
     current: list[str] = []
     size = 0
     for word in sentence.split():
-        if current and size + len(word) + 1 > MAX_SENTENCE_CHARS:
-            parts.append(" ".join(current))
-            current, size = [], 0
-        current.append(word)
-        size += len(word) + 1
+        pieces = [word[i:i + MAX_SENTENCE_CHARS] for i in range(0, len(word), MAX_SENTENCE_CHARS)]
+        for piece in pieces:
+            if current and size + len(piece) + 1 > MAX_SENTENCE_CHARS:
+                parts.append(" ".join(current))
+                current, size = [], 0
+            current.append(piece)
+            size += len(piece) + 1
     if current:
         parts.append(" ".join(current))
     return parts
@@ -134,7 +148,7 @@ def chunk_article(article: Article, max_chars: int = 480, overlap: int = 1) -> l
         text = ""
         for i, (sentence, starts_paragraph) in enumerate(group):
             text += sentence if i == 0 else ("\n" if starts_paragraph else " ") + sentence
-        result.append(Chunk(chunk_id(article.article_id, position), article, position, text))
+        result.append(Chunk(chunk_id(article.article_id, position), article, position, text, len(chunks)))
     return result
 
 

@@ -9,6 +9,8 @@ caller supplies the answers.
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +40,8 @@ class ItemResult:
     facts_found: int
     facts_total: int
     answer: str
+    seconds: float = 0.0
+    mode: str = ""
 
 
 @dataclass
@@ -50,6 +54,10 @@ class EvalReport:
     fact_recall: float = 0.0
     correct_refusals: float = 0.0
     false_refusals: float = 0.0
+    fact_and_source: float = 0.0  # answerable questions with every fact *and* a correct citation
+    median_answer_chars: float = 0.0  # over answers that did not refuse
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
     items: list[ItemResult] = field(default_factory=list)
 
     def as_dict(self, details: bool = True) -> dict[str, object]:
@@ -90,13 +98,19 @@ def score(items: Sequence[EvalItem], ask: Callable[[EvalItem], Answer]) -> EvalR
       citations of all answers (a citation on an unanswerable question is wrong);
     * fact recall: fact groups found in answers to answerable questions;
     * correct refusals: unanswerable questions refused;
-    * false refusals: answerable questions refused.
+    * false refusals: answerable questions refused;
+    * fact and source: answerable questions answered with every fact group
+      and at least one correct citation (the strictest of the numbers);
+    * median answer length (characters) and p50/p95 answer time.
     """
     report = EvalReport(questions=len(items))
     hits = cited_total = cited_ok = facts_found = facts_total = 0
-    answerable = unanswerable = refused_ok = refused_wrong = 0
+    answerable = unanswerable = refused_ok = refused_wrong = joint = 0
+    lengths: list[int] = []
     for item in items:
+        started = time.perf_counter()
         answer = ask(item)
+        seconds = time.perf_counter() - started
         cited = [c.url or c.article_id for c in answer.citations]
         ok = sum(1 for url in cited if url in item.sources)
         text = answer.text.lower()
@@ -111,14 +125,33 @@ def score(items: Sequence[EvalItem], ask: Callable[[EvalItem], Answer]) -> EvalR
             facts_found += found
             facts_total += len(item.facts)
             refused_wrong += 1 if answer.refused else 0
+            joint += 1 if ok and not answer.refused and found == len(item.facts) else 0
         else:
             unanswerable += 1
             refused_ok += 1 if answer.refused else 0
+        if not answer.refused:
+            lengths.append(len(answer.text))
         report.items.append(ItemResult(item.id, item.question, item.answerable, answer.refused,
-                                       cited, ok, found, len(item.facts), answer.text))
+                                       cited, ok, found, len(item.facts), answer.text, seconds, answer.mode))
     report.source_hit_rate = hits / answerable if answerable else 1.0
     report.citation_precision = cited_ok / cited_total if cited_total else 1.0
     report.fact_recall = facts_found / facts_total if facts_total else 1.0
     report.correct_refusals = refused_ok / unanswerable if unanswerable else 1.0
     report.false_refusals = refused_wrong / answerable if answerable else 0.0
+    report.fact_and_source = joint / answerable if answerable else 1.0
+    report.median_answer_chars = float(statistics.median(lengths)) if lengths else 0.0
+    times = [r.seconds * 1000 for r in report.items]
+    report.p50_ms = percentile(times, 50)
+    report.p95_ms = percentile(times, 95)
     return report
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default); 0 for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

@@ -135,6 +135,10 @@ class GroundedAnswerer:
     def invalidate(self) -> None:
         self._extractive.invalidate()
 
+    def prepare(self) -> None:
+        """After indexing: the extractive side recalibrates refusal (it gates the model)."""
+        self._extractive.prepare()
+
     def warm_up(self) -> None:
         """Load the embedder, the keyword index and a local model (failures are logged)."""
         self._extractive.warm_up()

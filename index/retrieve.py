@@ -7,20 +7,22 @@ two lists without having to calibrate their scores against each other.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import pickle
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import bm25s
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
+from index.files import private_dir
 from index.store import ChunkStore, StoredChunk
 from index.text import query_stems, stems
 
@@ -38,17 +40,67 @@ class Passage:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
-def reciprocal_rank_fusion(rankings: dict[str, Sequence[str]], k: int = 60) -> list[tuple[str, float]]:
-    """Fuse ranked id lists: score(id) = sum over lists of 1 / (k + rank).
+@dataclass(frozen=True)
+class Retrieval:
+    """One question's retrieval: what was searched for, its vector and the passages found.
+
+    ``language`` is the question's; ``keywords`` the keyword index the
+    search used (its IDF weights tell rare words from the case's common ones).
+    """
+
+    query: str
+    language: str
+    vector: np.ndarray
+    passages: list[Passage]
+    keywords: KeywordIndex
+
+
+_CACHE_FORMAT = "casebot-keywords-1"
+
+
+def _write_keyword_cache(file: IO[str], keywords: KeywordIndex) -> None:
+    rows = [
+        {"id": c.chunk_id, "text": c.text, "metadata": c.metadata, "stems": tokens}
+        for c, tokens in zip(keywords.chunks, keywords.stemmed)
+    ]
+    json.dump({"format": _CACHE_FORMAT, "chunks": rows}, file, ensure_ascii=False, separators=(",", ":"))
+
+
+def _read_keyword_cache(path: Path) -> KeywordIndex:
+    """Load a cache file, checking every field's type (raises ValueError/TypeError/KeyError if odd)."""
+    with path.open(encoding="utf-8") as file:
+        data = json.load(file)
+    if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
+        raise ValueError("not a keyword index cache")
+    chunks: list[StoredChunk] = []
+    stemmed: list[list[str]] = []
+    for row in data["chunks"]:
+        chunk_id, text, metadata, tokens = row["id"], row["text"], row["metadata"], row["stems"]
+        if not (isinstance(chunk_id, str) and isinstance(text, str) and isinstance(metadata, dict)
+                and isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
+                and all(isinstance(v, str | int | float | bool) for v in metadata.values())):
+            raise TypeError("unexpected field types in the keyword index cache")
+        chunks.append(StoredChunk(chunk_id, text, metadata))
+        stemmed.append(tokens)
+    return KeywordIndex(chunks, stemmed)
+
+
+def reciprocal_rank_fusion(rankings: dict[str, Sequence[str]], k: int = 60,
+                           weights: dict[str, dict[str, float]] | None = None) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(id) = sum over lists of weight / (k + rank).
 
     Ranks start at 1. Ties keep the order of first appearance, so the result
     is deterministic. ``k`` damps the weight of the very top ranks (60 is the
-    value from Cormack et al., 2009).
+    value from Cormack et al., 2009). ``weights[list][id]`` scales one id's
+    vote in one list (default 1), e.g. a keyword hit that deserves less
+    trust than the others.
     """
     scores: dict[str, float] = {}
-    for ids in rankings.values():
+    weights = weights or {}
+    for name, ids in rankings.items():
+        scale = weights.get(name, {})
         for rank, item in enumerate(ids, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            scores[item] = scores.get(item, 0.0) + scale.get(item, 1.0) / (k + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
@@ -59,13 +111,19 @@ class KeywordIndex:
     language (see :func:`index.text.query_stems`).
     """
 
-    def __init__(self, chunks: Iterable[StoredChunk]) -> None:
+    def __init__(self, chunks: Iterable[StoredChunk], stemmed: Sequence[list[str]] | None = None) -> None:
+        """Index ``chunks``; ``stemmed`` (their stems, from the cache) saves stemming them again."""
         self.chunks: list[StoredChunk] = []
+        self.stemmed: list[list[str]] = []
         corpus: list[list[str]] = []
         doc_freq: dict[str, int] = {}
-        for chunk in chunks:
-            tokens = stems(chunk.text, str(chunk.metadata.get("language", "de")))
+        for i, chunk in enumerate(chunks):
+            if stemmed is not None:
+                tokens = stemmed[i]
+            else:
+                tokens = stems(chunk.text, str(chunk.metadata.get("language", "de")))
             self.chunks.append(chunk)
+            self.stemmed.append(tokens)
             corpus.append(tokens or ["\u2400"])  # bm25s needs a token per document
             for token in set(tokens):
                 doc_freq[token] = doc_freq.get(token, 0) + 1
@@ -116,6 +174,7 @@ class HybridRetriever:
         rrf_k: int = 60,
         refresh_seconds: float = 5.0,
         cache_dir: Path | None = None,
+        cross_language_keyword_weight: float = 0.1,
     ) -> None:
         self._store = store
         self._cache_dir = cache_dir
@@ -123,6 +182,7 @@ class HybridRetriever:
         self._dense_top_k = dense_top_k
         self._keyword_top_k = keyword_top_k
         self._rrf_k = rrf_k
+        self._cross_keyword_weight = cross_language_keyword_weight
         self._refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._keywords: KeywordIndex | None = None
@@ -150,30 +210,31 @@ class HybridRetriever:
         Reading every chunk back from Chroma and stemming it takes seconds on
         a large case, which a one-shot ``casebot ask`` would pay each time.
         The file name carries the collection's id (new after a rebuild) and
-        its generation (bumped by every change), so a stale file is never
-        used; the cache folder is the bot's own, under its data dir.
+        its generation (bumped before and after every write), so a stale
+        file is never used, and nothing is cached while a write is in
+        progress. The file is JSON (chunks and their stems; BM25 is rebuilt
+        from the stems), never pickle: a file planted in the data dir must
+        not be able to run code.
         """
         if self._cache_dir is None:
             return KeywordIndex(self._store.iter_chunks())
         prefix = f"keywords-{self._store.identity()}-"
-        path = self._cache_dir / f"{prefix}{generation}.pickle"
+        path = self._cache_dir / f"{prefix}{generation}.json"
         if path.is_file():
             try:
-                with path.open("rb") as file:
-                    cached = pickle.load(file)  # noqa: S301 - our own file, see docstring
-                if isinstance(cached, KeywordIndex):
-                    return cached
-            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
-                log.warning("ignoring a damaged keyword index cache %s", path.name)
+                return _read_keyword_cache(path)
+            except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
+                log.warning("ignoring a damaged keyword index cache %s (%s)", path.name, type(error).__name__)
         keywords = KeywordIndex(self._store.iter_chunks())
-        if generation != self._store.generation():
+        if generation != self._store.generation() or self._store.writing():
             return keywords  # the store changed while reading: do not cache a mixed state
         try:
-            self._cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self._cache_dir, suffix=".tmp", delete=False) as tmp:
-                pickle.dump(keywords, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+            private_dir(self._cache_dir)
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self._cache_dir, suffix=".tmp",
+                                             delete=False) as tmp:  # created 0600
+                _write_keyword_cache(tmp, keywords)
             Path(tmp.name).replace(path)
-            for old in self._cache_dir.glob(f"{prefix}*.pickle"):
+            for old in [*self._cache_dir.glob(f"{prefix}*.json"), *self._cache_dir.glob("keywords-*.pickle")]:
                 if old != path:
                     old.unlink(missing_ok=True)
         except OSError as error:
@@ -189,11 +250,22 @@ class HybridRetriever:
         """The question's vector (with the model's query convention)."""
         return np.asarray(self._embedding.get_query_embedding(question), dtype=np.float32)
 
-    def retrieve(self, question: str, top_k: int = 8, query_vector: np.ndarray | None = None) -> list[Passage]:
+    def search(self, query: str, language: str, top_k: int = 8) -> Retrieval:
+        """Embed ``query`` and retrieve its passages (see :meth:`retrieve`)."""
+        vector = self.embed_query(query)
+        passages = self.retrieve(query, top_k, vector, language)
+        return Retrieval(query, language, vector, passages, self.keyword_index())
+
+    def retrieve(self, question: str, top_k: int = 8, query_vector: np.ndarray | None = None,
+                 language: str | None = None) -> list[Passage]:
         """The ``top_k`` best passages for ``question``, best first.
 
         ``query_vector`` saves embedding the question again when the caller
-        already has it (see :meth:`embed_query`).
+        already has it (see :meth:`embed_query`). ``language`` is the
+        question's: a BM25 hit on a passage in another language matched only
+        the words the two languages happen to share (names, numbers, false
+        friends), so its vote in the fusion is weighted down and it cannot
+        push the dense ranking, which does cross languages, out of the top.
         """
         keywords = self.keyword_index()
         if not len(keywords):
@@ -211,12 +283,17 @@ class HybridRetriever:
             passage.keyword = score
             passage.ranks["keyword"] = rank
 
+        cross_language = {}
+        if language is not None:
+            cross_language = {c.chunk_id: self._cross_keyword_weight for c, _ in keyword_hits
+                              if str(c.metadata.get("language", language)) != language}
         fused = reciprocal_rank_fusion(
             {
                 "dense": [c.chunk_id for c, _ in dense_hits],
                 "keyword": [c.chunk_id for c, _ in keyword_hits],
             },
             k=self._rrf_k,
+            weights={"keyword": cross_language},
         )
         result = []
         for chunk_id, score in fused[:top_k]:

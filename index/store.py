@@ -2,21 +2,33 @@
 
 One collection holds every chunk with its vector, text and attribution; it is
 the single source of truth (no side docstore that could disagree with it).
-An article counts as indexed when its chunk 0 exists: chunk 0 is written
-last and deleted first, so an interrupted write is redone on the next run.
-The collection's metadata records the embedding model that built it and a
-generation number that every change bumps, so that other processes sharing a
-Chroma server know when to reload their keyword index.
+An article counts as indexed when its chunk 0 exists and its chunk ids are
+exactly positions ``0 .. chunks-1`` (chunk 0 records ``chunks``): an
+article's old chunks are deleted first and chunk 0 is written last, so a
+write killed at any point leaves an article the next run sees as torn and
+rewrites, and chunk ids alone (a cheap read) show stale tails and orphans.
+
+The collection's metadata records the embedding model that built it, a
+generation number and a "write in progress" flag. A write sets the flag and
+bumps the generation before it touches a chunk, and bumps it again and clears
+the flag when it is done, so other processes sharing a Chroma server reload
+their keyword index after every write, and a write killed half-way is
+finished (and bumped) by the next run even when no article changed since.
+
+Every call fails with a :class:`StoreUnavailableError` sentence, never a
+hang (server requests have a timeout) or a bare chromadb error; a collection
+that another process dropped or rebuilt is reopened.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from llama_index.core.schema import BaseNode, TextNode
@@ -24,14 +36,18 @@ from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from index.chunking import Chunk
-from index.errors import IndexMismatchError, StoreUnavailableError
+from index.errors import CasebotError, IndexMismatchError, StoreUnavailableError
+from index.files import private_dir
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_KEY = "casebot_embedding"
 DIMENSION_KEY = "casebot_dimension"
 GENERATION_KEY = "casebot_generation"
+WRITING_KEY = "casebot_writing"
+CALIBRATION_KEY = "casebot_refusal_calibration"
 _PAGE = 2000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class ArticleRecord:
     language: str
     path: str
     content_hash: str
+    chunks: int = 0  # how many chunks the article has (0: written before the count was stored)
 
 
 @dataclass(frozen=True)
@@ -69,51 +86,169 @@ class ChromaLocation:
     host: str = ""
     port: int = 8000
     ssl: bool = False
+    timeout: float = 10.0  # seconds per server request
+    token: str = field(default="", repr=False)  # never in a repr, a log line or an error message
+    token_header: str = "Authorization"  # noqa: S105 - a header name; or "X-Chroma-Token"; Authorization sends "Bearer <token>"
 
     def describe(self) -> str:
         return f"{self.host}:{self.port}" if self.host else str(self.path)
 
 
 def open_client(location: ChromaLocation) -> Any:
-    """Open an embedded ``PersistentClient`` or an ``HttpClient``, telemetry off."""
+    """Open an embedded ``PersistentClient`` or an ``HttpClient``, telemetry off.
+
+    With a ``token``, the HTTP client sends it on every request through
+    Chroma's own client auth provider (``TokenAuthClientProvider``), as a
+    server started with token authentication (or a proxy in front of it)
+    expects.
+    """
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    settings = ChromaSettings(anonymized_telemetry=False)
+    auth: dict[str, Any] = {}
+    if location.host and location.token:
+        auth = {
+            "chroma_client_auth_provider": "chromadb.auth.token_authn.TokenAuthClientProvider",
+            "chroma_client_auth_credentials": location.token,
+            "chroma_auth_token_transport_header": location.token_header,
+        }
+    settings = ChromaSettings(anonymized_telemetry=False, **auth)
     try:
         if location.host:
-            return chromadb.HttpClient(
+            _probe(location)
+            client = chromadb.HttpClient(
                 host=location.host, port=location.port, ssl=location.ssl, settings=settings
             )
+            _limit_request_time(client, location.timeout)
+            return client
         assert location.path is not None
-        location.path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(location.path), settings=settings)
+        private_dir(location.path)
+        client = chromadb.PersistentClient(path=str(location.path), settings=settings)
+        private_dir(location.path, recursive=True)
+        return client
+    except StoreUnavailableError:
+        raise
     except Exception as exc:  # chromadb raises several unrelated types here
+        detail = str(exc).replace(location.token, "***") if location.token else str(exc)
         raise StoreUnavailableError(
-            f"Cannot open the Chroma store at {location.describe()}: {exc}"
+            f"Cannot open the Chroma store at {location.describe()}: {detail}"
+        ) from None
+
+
+def _probe(location: ChromaLocation) -> None:
+    """Fail fast when the server does not answer: chromadb's own first requests have no timeout."""
+    import httpx
+
+    scheme = "https" if location.ssl else "http"
+    url = f"{scheme}://{location.host}:{location.port}/api/v2/heartbeat"
+    try:
+        httpx.get(url, timeout=location.timeout)
+    except httpx.HTTPError as exc:
+        raise StoreUnavailableError(
+            f"The Chroma server at {location.describe()} does not answer "
+            f"({type(exc).__name__}); check that it is running."
         ) from exc
 
 
-class ChunkStore:
-    """Chunks of one case in one Chroma collection."""
+def _limit_request_time(client: Any, seconds: float) -> None:
+    """Give the HTTP client's requests a timeout.
 
-    def __init__(self, client: Any, collection_name: str, embedding_fingerprint: str) -> None:
+    chromadb creates its httpx client with ``timeout=None`` and offers no
+    setting for it, so a hung server (a network partition, a stopped
+    process) would hold every question forever. The session is reached
+    through chromadb's server object; if a chromadb release moves it, the
+    warning says so instead of failing silently.
+    """
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(seconds)
+    else:
+        log.warning("cannot set a timeout on Chroma server requests with this chromadb version")
+
+
+def _is_not_found(exc: Exception) -> bool:
+    """chromadb's "collection does not exist" (its type differs by version and mode)."""
+    name = type(exc).__name__
+    return name in ("NotFoundError", "InvalidCollectionException") or "does not exist" in str(exc)
+
+
+class ChunkStore:
+    """Chunks of one case in one Chroma collection.
+
+    Safe to use from several threads. ``where`` names the store in error
+    sentences (a folder or host:port).
+    """
+
+    def __init__(self, client: Any, collection_name: str, embedding_fingerprint: str,
+                 where: str = "") -> None:
         self._client = client
         self._name = collection_name
         self._fingerprint = embedding_fingerprint
+        self._where = where or f"collection {collection_name}"
+        self._lock = threading.RLock()
         self._open()
 
-    def _open(self) -> None:
+    def _open(self, generation: int = 0) -> None:
         try:
-            self._collection = self._client.get_or_create_collection(
+            collection = self._client.get_or_create_collection(
                 self._name,
-                metadata={EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: 0},
+                metadata={EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation},
                 configuration={"hnsw": {"space": "cosine"}},
                 embedding_function=None,
             )
         except Exception as exc:
-            raise StoreUnavailableError(f"Cannot open the Chroma collection '{self._name}': {exc}") from exc
-        self._vectors = ChromaVectorStore(chroma_collection=self._collection)
+            raise self._unavailable("open", exc) from exc
+        self._use(collection)
+
+    def _use(self, collection: Any) -> None:
+        with self._lock:
+            self._collection = collection
+            self._vectors = ChromaVectorStore(chroma_collection=collection)
+
+    def _reopen(self) -> None:
+        """Follow a collection another process dropped and created again (``--rebuild``)."""
+        try:
+            collection = self._client.get_collection(self._name, embedding_function=None)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise StoreUnavailableError(
+                    "The article index is being rebuilt right now; try again in a minute."
+                ) from exc
+            raise self._unavailable("open", exc) from exc
+        log.info("the collection %s was rebuilt by another process; reopened it", self._name)
+        self._use(collection)
+
+    def _unavailable(self, what: str, exc: Exception) -> StoreUnavailableError:
+        name = type(exc).__name__
+        log.warning("chroma %s failed on %s: %s: %s", what, self._where, name, exc)
+        if "Timeout" in name:
+            return StoreUnavailableError(
+                f"The article index ({self._where}) did not answer in time; try again in a moment."
+            )
+        if "Connect" in name:
+            return StoreUnavailableError(
+                f"The article index ({self._where}) cannot be reached; check that the Chroma server runs."
+            )
+        return StoreUnavailableError(f"The article index ({self._where}) failed to {what} ({name}).")
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run one Chroma call; reopen once if the collection was replaced; errors become sentences."""
+        try:
+            return call()
+        except CasebotError:
+            raise
+        except Exception as exc:
+            if not _is_not_found(exc):
+                raise self._unavailable(what, exc) from exc
+        self._reopen()
+        try:
+            return call()
+        except CasebotError:
+            raise
+        except Exception as exc:
+            raise self._unavailable(what, exc) from exc
 
     @property
     def name(self) -> str:
@@ -122,6 +257,14 @@ class ChunkStore:
     def identity(self) -> str:
         """The collection's id: unique per collection, new after a rebuild."""
         return str(self._collection.id)
+
+    def _metadata(self) -> dict[str, Any]:
+        """The collection's current metadata, following a rebuild by another process."""
+        collection = self._call("read", lambda: self._client.get_collection(self._name, embedding_function=None))
+        if str(collection.id) != str(self._collection.id):
+            log.info("the collection %s was rebuilt by another process; switched to it", self._name)
+            self._use(collection)
+        return dict(collection.metadata or {})
 
     def ensure_compatible(self) -> None:
         """Refuse to mix vectors: raise if another model built the collection."""
@@ -134,27 +277,40 @@ class ChunkStore:
             )
 
     def reset(self) -> None:
-        """Drop and recreate the collection, now owned by the configured model."""
+        """Drop and recreate the collection, now owned by the configured model.
+
+        The new collection continues the old generation count, so a reader
+        that knew generation n sees n + 1, never the same number again.
+        """
+        try:
+            generation = int(self._metadata().get(GENERATION_KEY, 0)) + 1
+        except StoreUnavailableError:
+            generation = 0
         try:
             self._client.delete_collection(self._name)
-        except Exception:  # chromadb raises NotFoundError or ValueError by version
+        except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
+            if not _is_not_found(exc) and not isinstance(exc, ValueError):
+                raise self._unavailable("drop the collection", exc) from exc
             log.debug("collection %s did not exist", self._name)
-        self._open()
+        self._open(generation)
 
     # --- reading ---------------------------------------------------------------
 
     def count(self) -> int:
         """Number of chunks stored."""
-        return int(self._collection.count())
+        return int(self._call("count", lambda: self._collection.count()))  # noqa: PLW0108 - late binding: a reopen swaps the collection
 
     def generation(self) -> int:
         """A number that changes whenever the indexed content changes."""
-        metadata = self._client.get_collection(self._name).metadata or {}
-        return int(metadata.get(GENERATION_KEY, 0))
+        return int(self._metadata().get(GENERATION_KEY, 0))
+
+    def writing(self) -> bool:
+        """True while a write is in progress, or after one was killed and not yet finished."""
+        return bool(self._metadata().get(WRITING_KEY))
 
     def articles(self) -> dict[str, ArticleRecord]:
-        """Every completely indexed article, by id."""
-        result = self._collection.get(where={"position": 0}, include=["metadatas"])
+        """Every indexed article with a chunk 0, by id (see :meth:`chunk_layout` for completeness)."""
+        result = self._call("read", lambda: self._collection.get(where={"position": 0}, include=["metadatas"]))
         records = {}
         for metadata in result["metadatas"] or []:
             record = ArticleRecord(
@@ -166,17 +322,37 @@ class ChunkStore:
                 language=str(metadata.get("language", "")),
                 path=str(metadata.get("path", "")),
                 content_hash=str(metadata.get("content_hash", "")),
+                chunks=int(metadata.get("chunks", 0) or 0),
             )
             records[record.article_id] = record
         return records
+
+    def chunk_layout(self) -> dict[str, set[int]]:
+        """Positions stored per article key (the chunk-id prefix), from ids alone.
+
+        Cheap enough to read on every run: no documents, no metadata.
+        """
+        layout: dict[str, set[int]] = {}
+        offset = 0
+        while True:
+            page = self._call("read", lambda at=offset: self._collection.get(  # type: ignore[misc]
+                include=[], limit=_PAGE, offset=at))
+            ids = page["ids"]
+            if not ids:
+                return layout
+            for chunk_id in ids:
+                key, _, position = str(chunk_id).rpartition("-")
+                if key and position.isdigit():  # casebot's own ids (see index.chunking.chunk_id)
+                    layout.setdefault(key, set()).add(int(position))
+            offset += len(ids)
 
     def iter_chunks(self) -> Iterator[StoredChunk]:
         """Every stored chunk, paged so that memory stays flat."""
         offset = 0
         while True:
-            page = self._collection.get(
-                include=["documents", "metadatas"], limit=_PAGE, offset=offset
-            )
+            page = self._call("read", lambda at=offset: self._collection.get(  # type: ignore[misc]
+                include=["documents", "metadatas"], limit=_PAGE, offset=at
+            ))
             ids = page["ids"]
             if not ids:
                 return
@@ -186,10 +362,10 @@ class ChunkStore:
 
     def query(self, embedding: Sequence[float], top_k: int) -> list[tuple[StoredChunk, float]]:
         """The ``top_k`` nearest chunks with their cosine similarity."""
-        result = self._vectors.query(
+        result = self._call("search", lambda: self._vectors.query(
             VectorStoreQuery(query_embedding=list(embedding), similarity_top_k=top_k),
             include=["documents", "metadatas", "distances"],
-        )
+        ))
         hits = []
         for node, similarity in zip(result.nodes or [], result.similarities or []):
             # ChromaVectorStore reports exp(-distance); cosine distance is 1 - cos.
@@ -201,7 +377,7 @@ class ChunkStore:
         """Stored vectors of the given chunks (unit length, cosine space)."""
         if not chunk_ids:
             return {}
-        result = self._collection.get(ids=list(chunk_ids), include=["embeddings"])
+        result = self._call("read", lambda: self._collection.get(ids=list(chunk_ids), include=["embeddings"]))
         vectors = result["embeddings"]
         if vectors is None:
             return {}
@@ -212,11 +388,13 @@ class ChunkStore:
     def replace_articles(self, articles: Sequence[tuple[str, Sequence[Chunk], Sequence[Sequence[float]]]]) -> None:
         """Replace the chunks of several articles, crash-safely and in few calls.
 
-        Old chunks go first (chunk 0 among them, so the articles read as not
+        Old chunks go first (chunk 0 first of all, so the articles read as not
         indexed), then every new chunk but the chunks 0, then the chunks 0.
-        A crash anywhere in between leaves an article without chunk 0, and the
-        next run re-indexes it. One add call per batch instead of one per
-        article keeps the store's share of indexing time small.
+        A kill anywhere in between leaves an article without chunk 0, or
+        without all of its positions, which the next run rewrites. One add
+        call per batch instead of one per article keeps the store's share of
+        indexing time small. Call between :meth:`begin_write` and
+        :meth:`end_write`.
         """
         for article_id, _, _ in articles:
             self.remove_article(article_id)
@@ -232,20 +410,48 @@ class ChunkStore:
         heads = [n for n in nodes if n.metadata["position"] == 0]
         for part in (body, heads):
             if part:
-                self._vectors.add(part)
+                self._call("write", lambda part=part: self._vectors.add(part))  # type: ignore[misc]
 
     def remove_article(self, article_id: str) -> None:
         """Delete every chunk of one article (chunk 0 first)."""
-        self._collection.delete(where={"$and": [{"article_id": article_id}, {"position": 0}]})
-        self._collection.delete(where={"article_id": article_id})
+        self._call("delete", lambda: self._collection.delete(
+            where={"$and": [{"article_id": article_id}, {"position": 0}]}))
+        self._call("delete", lambda: self._collection.delete(where={"article_id": article_id}))
 
-    def bump_generation(self) -> int:
-        """Record that the content changed; returns the new generation."""
+    def remove_chunks(self, chunk_ids: Sequence[str]) -> None:
+        """Delete chunks by id (the torn remains of an article whose chunk 0 is gone)."""
+        ids = sorted(chunk_ids)  # chunk 0 (suffix -00000) of each article sorts first
+        for start in range(0, len(ids), _PAGE):
+            page = ids[start:start + _PAGE]
+            self._call("delete", lambda page=page: self._collection.delete(ids=page))  # type: ignore[misc]
+
+    def begin_write(self) -> int:
+        """Mark a write in progress and bump the generation before any chunk changes."""
+        return self._set_generation(writing=True)
+
+    def end_write(self) -> int:
+        """Bump the generation again and clear the mark once every chunk is written."""
+        return self._set_generation(writing=False)
+
+    def _set_generation(self, writing: bool) -> int:
         generation = self.generation() + 1
-        self._collection.modify(
-            metadata={EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation}
-        )
+        self._set_metadata({EMBEDDING_KEY: self._fingerprint, GENERATION_KEY: generation,
+                            WRITING_KEY: int(writing)})
         return generation
+
+    def calibration(self) -> str:
+        """The refusal calibration stored with the collection (JSON; empty if none)."""
+        return str(self._metadata().get(CALIBRATION_KEY, ""))
+
+    def set_calibration(self, value: str) -> None:
+        """Store the refusal calibration beside the embedding fingerprint, for every process."""
+        self._set_metadata({CALIBRATION_KEY: value})
+
+    def _set_metadata(self, values: dict[str, Any]) -> None:
+        """Update some collection metadata keys, keeping the others (``modify`` replaces them all)."""
+        current = self._metadata()
+        current.update(values)
+        self._call("write", lambda: self._collection.modify(metadata=current))
 
 
 _LLAMA_KEYS = frozenset({"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"})

@@ -54,6 +54,7 @@ _ABBREVIATIONS = frozenset(
     aug sep sept okt oct nov dez dec
     """.split()
 )
+_WORD_WINDOW = 40  # longer than any abbreviation, ordinal or initials run
 _SENTENCE_END = re.compile(r"""([.!?…]+["'»«“”)\]]*)\s+(?=["'»«„“(\[]?[A-ZÄÖÜ0-9])""")
 
 
@@ -68,7 +69,9 @@ def split_sentences(paragraph: str) -> list[str]:
     start = 0
     for match in _SENTENCE_END.finditer(paragraph):
         end = match.end(1)
-        before = paragraph[start : match.start(1)]
+        # Only the last word matters; a bounded window keeps a paragraph of many
+        # "a. B" non-boundaries linear instead of re-reading it from ``start`` each time.
+        before = paragraph[max(start, match.start(1) - _WORD_WINDOW) : match.start(1)]
         last_word = before.rsplit(None, 1)[-1] if before.split() else ""
         token = last_word.lower().strip("(\"'„“")
         if match.group(1) == "." and (

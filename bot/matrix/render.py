@@ -4,18 +4,25 @@ Pure functions, no I/O. The HTML uses only tags and attributes the Matrix
 spec lists for ``org.matrix.custom.html`` (clients strip anything else), every
 piece of text is escaped, and links are only made for ``http``/``https``
 URLs, so an article's front-matter cannot inject markup or ``javascript:``.
+
+A homeserver refuses events over 64 KiB, so :func:`render_parts` splits a
+long answer or ``!sources`` list into several events, each at most
+:data:`MAX_CONTENT_BYTES` of JSON; no body is ever empty, and no text keeps
+a lone surrogate or control character (see
+:func:`~bot.conversation.clean_text`).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from bot.console import render_plain
-from bot.conversation import Reply
+from bot.conversation import Reply, clean_reply, clean_text, is_blank
 from index.answer import Citation, format_attribution
 from index.prompts import PromptLibrary
 from index.store import ArticleRecord
@@ -34,6 +41,17 @@ HTML_FORMAT = "org.matrix.custom.html"
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 _LINK_SCHEMES = ("http", "https")
+
+MAX_CONTENT_BYTES = 40_000
+"""Largest event content (UTF-8 JSON) sent in one event.
+
+The spec's limit is 65,536 bytes for the whole event; in an encrypted room
+the content travels base64-encoded inside ``m.room.encrypted`` (a third
+more), and the adapter adds relations and mentions. 40,000 bytes leaves room
+for all of it.
+"""
+_PIECE_CHARS = MAX_CONTENT_BYTES // 10
+"""A line longer than this is cut before packing (a character costs at most ~8 bytes in both bodies)."""
 
 
 @dataclass(frozen=True)
@@ -141,5 +159,127 @@ def render_reply(reply: Reply, prompts: PromptLibrary) -> MatrixText:
 
 
 def render_text(text: str) -> MatrixText:
-    """A plain notice (e.g. an upload result) with line breaks kept."""
+    """A plain notice (e.g. an upload result) with line breaks kept; never empty."""
+    text = clean_text(text)
+    if is_blank(text):
+        return MatrixText(body="…", formatted_body="…")
     return MatrixText(body=text, formatted_body=_paragraphs(text) or _lines_html(text))
+
+
+def content_bytes(text: MatrixText) -> int:
+    """Size of the event content as the homeserver stores it (UTF-8 JSON)."""
+    return len(json.dumps(text.content(), ensure_ascii=False).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One paragraph or list item, in both bodies; ``item`` units are grouped into a list."""
+
+    body: str
+    html: str
+    item: bool = False
+
+
+def render_parts(reply: Reply, prompts: PromptLibrary, limit: int = MAX_CONTENT_BYTES) -> list[MatrixText]:
+    """Render ``reply`` as one or more events, each at most ``limit`` bytes of content.
+
+    One event, exactly :func:`render_reply`, when it fits; otherwise the
+    answer's paragraphs and its sources (or the articles of a sources
+    reply) are packed into as few events as fit, in order, a list item
+    never split. Every part has a visible body.
+    """
+    reply = clean_reply(reply)
+    whole = render_reply(reply, prompts)
+    if is_blank(whole.body):
+        return [render_text("")]
+    if content_bytes(whole) <= limit:
+        return [whole]
+    return _pack(_units(reply, prompts, limit), limit)
+
+
+def _units(reply: Reply, prompts: PromptLibrary, limit: int) -> list[_Unit]:
+    citations = reply.answer.citations if reply.answer is not None else ()
+    units: list[_Unit] = []
+    for block in re.split(r"\n\s*\n", clean_text(reply.text).strip()):
+        for piece in _cut(block.strip()):
+            units.extend(_paragraph_units(piece, citations, limit))
+    units = [u for u in units if not is_blank(u.body)]
+    if citations:
+        heading = prompts.text(reply.language, "sources_heading")
+        units.append(_Unit(heading, f"<p><strong>{html.escape(heading, quote=False)}</strong></p>"))
+        for c in citations:
+            attribution = format_attribution(c.outlet, c.published)
+            body = f"[{c.n}] {c.title}" + (f" — {attribution}" if attribution else "") + (
+                f" — {c.url}" if c.url else "")
+            item = _sources_html([c], heading).split("<ul>", 1)[1].removesuffix("</ul>")
+            units.append(_Unit(clean_text(body)[:_PIECE_CHARS], clean_text(item), item=True))
+    for article in reply.articles:
+        attribution = format_attribution(article.outlet, article.published)
+        body = f"- {article.title}" + (f" ({attribution})" if attribution else "") + (
+            f" {article.url}" if article.url else "")
+        item = _articles_html([article]).removeprefix("<ul>").removesuffix("</ul>")
+        units.append(_Unit(clean_text(body)[:_PIECE_CHARS], clean_text(item), item=True))
+    return units
+
+
+def _paragraph_units(text: str, citations: Sequence[Citation], limit: int) -> list[_Unit]:
+    """``text`` as paragraph units that each fit ``limit`` (halved until they do: links can be long)."""
+    if is_blank(text):
+        return []
+    unit = _Unit(text, _paragraphs(text, citations))
+    if len(text) <= 1 or content_bytes(_assemble([unit])) <= limit:
+        return [unit]
+    middle = len(text) // 2
+    space = text.rfind(" ", 0, middle)
+    cut = space if space > middle // 2 else middle
+    return _paragraph_units(text[:cut], citations, limit) + _paragraph_units(text[cut:].lstrip(" "), citations,
+                                                                            limit)
+
+
+def _cut(block: str) -> list[str]:
+    """A paragraph as pieces of at most :data:`_PIECE_CHARS`: whole lines, else at spaces, else anywhere."""
+    if len(block) <= _PIECE_CHARS:
+        return [block]
+    pieces: list[str] = []
+    for line in block.split("\n"):
+        while len(line) > _PIECE_CHARS:
+            cut = line.rfind(" ", 0, _PIECE_CHARS)
+            cut = cut if cut > _PIECE_CHARS // 2 else _PIECE_CHARS
+            pieces.append(line[:cut])
+            line = line[cut:].lstrip(" ")
+        if pieces and len(pieces[-1]) + 1 + len(line) <= _PIECE_CHARS:
+            pieces[-1] += "\n" + line
+        else:
+            pieces.append(line)
+    return pieces
+
+
+def _assemble(units: Sequence[_Unit]) -> MatrixText:
+    body_parts: list[str] = []
+    html_parts: list[str] = []
+    for i, unit in enumerate(units):
+        previous_item = i > 0 and units[i - 1].item
+        if body_parts:
+            body_parts.append("\n" if unit.item and (previous_item or i > 0) else "\n\n")
+        if unit.item and not previous_item:
+            html_parts.append("<ul>")
+        if not unit.item and previous_item:
+            html_parts.append("</ul>")
+        html_parts.append(unit.html)
+        body_parts.append(unit.body)
+    if units and units[-1].item:
+        html_parts.append("</ul>")
+    return MatrixText("".join(body_parts), "".join(html_parts))
+
+
+def _pack(units: Sequence[_Unit], limit: int) -> list[MatrixText]:
+    parts: list[MatrixText] = []
+    current: list[_Unit] = []
+    for unit in units:
+        if current and content_bytes(_assemble([*current, unit])) > limit:
+            parts.append(_assemble(current))
+            current = []
+        current.append(unit)
+    if current:
+        parts.append(_assemble(current))
+    return [part for part in parts if not is_blank(part.body)] or [render_text("")]

@@ -70,27 +70,56 @@ def _pill_pattern(user_id: str) -> re.Pattern[str]:
 
 
 def mentions(content: Mapping[str, Any], user_id: str, names: Iterable[str]) -> bool:
-    """Whether a message mentions the bot.
+    """Whether a message is addressed to the bot.
 
-    ``m.mentions`` decides when present (the spec's intentional mentions:
-    a client that sets it lists everyone it means). Older clients are
-    matched by a pill (``matrix.to`` link) or the bot's name as a word.
+    * ``m.mentions`` listing the bot (a pill picked in the composer) is a mention.
+    * A message that *starts* by addressing the bot (``casebot: …``,
+      ``Casebot, …``, ``@casebot …``) is one too, even when ``m.mentions``
+      is present without the bot: Element sends ``"m.mentions": {}`` whenever
+      no pill was picked, so the typed address is all there is.
+    * Otherwise a client that sets ``m.mentions`` decides alone (the spec's
+      intentional mentions): the bot's name mid-sentence is talk *about* it.
+    * Older clients without ``m.mentions`` are matched by a pill
+      (``matrix.to`` link) or the bot's name as a word anywhere.
     """
     declared = content.get("m.mentions")
     if isinstance(declared, Mapping):
         user_ids = declared.get("user_ids")
-        return isinstance(user_ids, list) and user_id in user_ids
+        if isinstance(user_ids, list) and user_id in user_ids:
+            return True
+    body = content.get("body")
+    body = strip_reply_fallback(body) if isinstance(body, str) else ""
+    if leading_address(body, user_id, names) is not None:
+        return True
+    if isinstance(declared, Mapping):
+        return False
     formatted = content.get("formatted_body")
     if isinstance(formatted, str) and _pill_pattern(user_id).search(unquote(formatted)):
         return True
-    body = content.get("body")
-    if not isinstance(body, str):
-        return False
-    body = strip_reply_fallback(body)
     for name in _names(user_id, names):
         if re.search(r"(?<![\w@])" + re.escape(name) + r"(?![\w])", body, re.IGNORECASE):
             return True
     return False
+
+
+def leading_address(text: str, user_id: str, names: Iterable[str]) -> int | None:
+    """Where the question starts after a leading address of the bot; None without one.
+
+    An address is the bot's display name, localpart or MXID at the very start,
+    followed by ``:`` or ``,`` (``casebot: …``, ``Casebot, …``), or written
+    with ``@`` (``@casebot …``, ``@casebot:server …``). ``casebot weiss das``
+    is not one: a bare name followed by a space starts a sentence about it.
+    """
+    stripped = text.lstrip()
+    offset = len(text) - len(stripped)
+    for name in _names(user_id, names):
+        bare = re.escape(name.lstrip("@"))
+        # "@casebot", "@casebot:" or "@casebot:server", but not "@casebotanik" or "@casebot.fan"
+        match = re.match(r"@" + bare + r"(?![\w.-]|:\w)[\s:,]*", stripped, re.IGNORECASE)
+        match = match or re.match(bare + r"\s*[:,]\s*", stripped, re.IGNORECASE)
+        if match:
+            return offset + match.end()
+    return None
 
 
 def _names(user_id: str, names: Iterable[str]) -> list[str]:
@@ -111,8 +140,11 @@ def question_text(body: str, user_id: str, names: Iterable[str]) -> str:
     become ``wer …``; the bot's name elsewhere in the sentence is kept.
     """
     text = strip_reply_fallback(body).strip()
-    for name in _names(user_id, names):
-        match = re.match(r"@?" + re.escape(name.lstrip("@")) + r"(?![\w])[\s:,]*", text, re.IGNORECASE)
+    start = leading_address(text, user_id, names)
+    if start is not None:
+        return text[start:].strip()
+    for name in _names(user_id, names):  # an old client's "casebot wer …" (no m.mentions)
+        match = re.match(re.escape(name.lstrip("@")) + r"(?![\w])[\s:,]*", text, re.IGNORECASE)
         if match:
             return text[match.end():].strip()
     return text

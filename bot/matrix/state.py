@@ -5,7 +5,9 @@
 * the sync position, written only after the events before it were handled,
 * when the bot joined each room (older events there are never answered),
 * which events it answered, and what it sent (for replies to the bot and for
-  👍/👎 feedback on an answer).
+  👍/👎 feedback on an answer),
+* who asked the question each answer thread is rooted at (that person's
+  follow-ups in the thread need no mention).
 
 The file and its folder are private to the user (0600/0700): the session
 holds an access token. Each call opens its own short connection, so worker
@@ -36,6 +38,13 @@ CREATE TABLE IF NOT EXISTS sent (
     answer TEXT NOT NULL,
     citations TEXT NOT NULL,
     ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS threads (
+    room_id TEXT NOT NULL,
+    root TEXT NOT NULL,
+    asker TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (room_id, root)
 );
 """
 
@@ -159,6 +168,19 @@ class MatrixState:
         return SentEvent(str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]),
                          str(row[6]), json.loads(row[7]))
 
+    def record_thread(self, room_id: str, root: str, asker: str) -> None:
+        """Remember that the bot answered ``asker``'s question ``root`` in a thread rooted at it."""
+        with self._connect() as conn:
+            conn.execute("INSERT OR IGNORE INTO threads (room_id, root, asker, ts) VALUES (?, ?, ?, ?)",
+                         (room_id, root, asker, time.time()))
+
+    def thread_asker(self, room_id: str, root: str) -> str | None:
+        """Who asked the answered question thread ``root`` is rooted at; None for other threads."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT asker FROM threads WHERE room_id = ? AND root = ?",
+                               (room_id, root)).fetchone()
+        return None if row is None else str(row[0])
+
     def prune(self, max_age_days: float) -> None:
         """Forget answered events and sent messages older than ``max_age_days``.
 
@@ -169,3 +191,4 @@ class MatrixState:
         with self._connect() as conn:
             conn.execute("DELETE FROM handled WHERE ts < ?", (cutoff,))
             conn.execute("DELETE FROM sent WHERE ts < ?", (cutoff,))
+            conn.execute("DELETE FROM threads WHERE ts < ?", (cutoff,))

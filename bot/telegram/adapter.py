@@ -10,8 +10,9 @@ the bot answers a mention (``@botname``), a reply to one of its messages and
 ``/ask``, and stays silent otherwise. Admin commands and uploads count only
 from a listed admin in a private chat (never from anonymous group admins or
 channels). Updates are handled concurrently (answering never blocks
-receiving), each update at most once across restarts (:class:`UpdateLog`),
-and every request honours Telegram's flood control (:class:`FloodControl`).
+receiving), and every update is journalled before Telegram forgets it and
+marked done only once answered, so a crash loses no question and a
+redelivery is not answered twice (:class:`UpdateJournal`); every request honours Telegram's flood control (:class:`FloodControl`).
 """
 
 from __future__ import annotations
@@ -44,23 +45,22 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
-    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 from telegram.request import HTTPXRequest
 
 from bot.conversation import ADMIN_COMMANDS, PUBLIC_COMMANDS, Conversation, Incoming, Reply
 from bot.feedback import FeedbackStore
+from bot.logs import ExpectedErrors
 from bot.settings import TelegramSettings
 from bot.telegram import render
 from bot.telegram.flood import FloodControl
 from bot.telegram.redact import TokenRedactor
-from bot.telegram.updates import UpdateLog
+from bot.telegram.updates import JournalledApplication, JournalQueue, UpdateJournal
 from index.errors import CasebotError
 from index.prompts import PromptLibrary
 
@@ -106,17 +106,31 @@ def parse_commands(text: str) -> list[BotCommand]:
     return commands
 
 
-class _PollingRequest(HTTPXRequest):
-    """The getUpdates connection; reports when Telegram stops accepting the token."""
+def rejected_token_message(api_base_url: str) -> str:
+    """What to tell the operator when the Bot API answers 401/404 (PTB's ``InvalidToken``)."""
+    hint = (" Also check CASEBOT_TELEGRAM__API_BASE_URL: it must point to a Bot API server."
+            if api_base_url else "")
+    return "Telegram rejected the bot token (CASEBOT_TELEGRAM__TOKEN): check it with @BotFather." + hint
 
-    def __init__(self, on_rejected: Callable[[], None], **kwargs: Any) -> None:
+
+class _PollingRequest(HTTPXRequest):
+    """The getUpdates connection; reports each poll's outcome and when Telegram stops accepting the token."""
+
+    def __init__(self, on_rejected: Callable[[], None], on_poll: Callable[[str | None], None],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_rejected = on_rejected
+        self._on_poll = on_poll
 
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        status, payload = await super().do_request(*args, **kwargs)
+        try:
+            status, payload = await super().do_request(*args, **kwargs)
+        except TelegramError as error:
+            self._on_poll(type(error).__name__)
+            raise
         if status in (401, 404):  # what PTB turns into InvalidToken
             self._on_rejected()
+        self._on_poll(None if status < 500 else f"HTTP {status}")
         return status, payload
 
 
@@ -162,10 +176,14 @@ class TelegramAdapter:
         self._requests: list[HTTPXRequest] = []
         self._redactor: TokenRedactor | None = None
         self._webhook_secret = ""
-        self._updates: UpdateLog | None = None
+        self._queue = JournalQueue(max_in_flight=concurrent_updates)
+        self._journal: UpdateJournal | None = None
         self._answers: OrderedDict[tuple[int, int], Reply] = OrderedDict()
         self._bot_id = 0
         self._username = ""
+        self._poll_error: str | None = None  # why the last getUpdates failed; None after a good one
+        # PTB logs a whole traceback when the network fails at its last getUpdates on stop: one line is enough.
+        self._quiet = ExpectedErrors(("telegram.ext.Updater", "telegram.ext.Application"), (NetworkError,))
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -177,11 +195,12 @@ class TelegramAdapter:
         misconfigured) after cleaning up whatever was started.
         """
         token = self._settings.token.get_secret_value().strip()
-        if not token:
+        if not token:  # `casebot run` checks this before any heavy work; kept for direct use
             raise CasebotError(
                 "CASEBOT_TELEGRAM__TOKEN is not set: create a bot with @BotFather and put its token there."
             )
         self._webhook_secret = self._settings.webhook_secret.get_secret_value() or secrets.token_urlsafe(32)
+        self._quiet.install()  # before the redactor, which then also redacts the error text it adds
         self._redactor = TokenRedactor(token, self._webhook_secret)
         self._redactor.install()
         try:
@@ -189,9 +208,13 @@ class TelegramAdapter:
             await self._initialize(self._app)
             self._bot_id = self._app.bot.id
             self._username = self._app.bot.username or ""
-            self._updates = UpdateLog(self._data_dir / "telegram-updates.json", self._bot_id)
+            self._journal = UpdateJournal(self._data_dir / "telegram-updates.sqlite3", self._bot_id)
+            self._queue.attach(self._journal)
             await self._register_commands(self._app)
             await self._app.start()
+            replayed = self._queue.replay(self._app.bot)
+            if replayed:
+                log.warning("answering %s message(s) received before the last stop", replayed)
             await self._receive(self._app)
         except BaseException:
             await self.stop()
@@ -214,22 +237,43 @@ class TelegramAdapter:
             for request in self._requests:  # also when initialize failed half-way
                 await request.shutdown()
             self._requests.clear()
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
         finally:
+            self._quiet.uninstall()
             if self._redactor is not None:
                 self._redactor.uninstall()
                 self._redactor = None
+
+    def problem(self) -> str | None:
+        """None while updates arrive (the last poll succeeded, or the webhook server runs); else why not."""
+        app = self._app
+        if self._token_revoked:
+            return "the bot token was rejected"
+        if app is None or not app.running or app.updater is None or not app.updater.running:
+            return "not running"
+        if not self._settings.webhook_url and self._poll_error:
+            return f"polling Telegram fails ({self._poll_error})"
+        return None
+
+    def _polled(self, error: str | None) -> None:
+        self._poll_error = error
 
     def _build(self, token: str) -> AnyApplication:
         timeout = self._request_timeout
         request = HTTPXRequest(connection_pool_size=self._concurrent_updates + 8, connect_timeout=timeout,
                                read_timeout=timeout, write_timeout=timeout, pool_timeout=timeout)
-        polling = _PollingRequest(self._token_rejected, connection_pool_size=2, connect_timeout=timeout,
+        polling = _PollingRequest(self._token_rejected, self._polled, connection_pool_size=2,
+                                  connect_timeout=timeout,
                                   read_timeout=timeout + self._poll_timeout, write_timeout=timeout,
                                   pool_timeout=timeout)
         self._requests = [request, polling]
+        self._queue = JournalQueue(max_in_flight=self._concurrent_updates)  # bound to this run's loop
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder().token(token).request(request).get_updates_request(polling)
             .rate_limiter(FloodControl()).concurrent_updates(self._concurrent_updates)
+            .update_queue(self._queue).application_class(JournalledApplication)
         )
         if self._settings.api_base_url:
             builder = builder.base_url(self._settings.api_base_url).base_file_url(
@@ -237,7 +281,6 @@ class TelegramAdapter:
         elif self._settings.api_file_url:
             builder = builder.base_file_url(self._settings.api_file_url)
         app = builder.build()
-        app.add_handler(TypeHandler(Update, self._deduplicate), group=-1)
         message = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler(sorted(PUBLIC_COMMANDS | ADMIN_COMMANDS), self._on_command, message))
         app.add_handler(MessageHandler(message & filters.COMMAND & filters.ChatType.PRIVATE, self._on_text))
@@ -257,18 +300,15 @@ class TelegramAdapter:
                 return
             except InvalidToken:
                 # PTB's message contains the token: never pass it on.
-                hint = (" Also check CASEBOT_TELEGRAM__API_BASE_URL: it must point to a Bot API server."
-                        if self._settings.api_base_url else "")
-                raise CasebotError(
-                    "Telegram rejected the bot token (CASEBOT_TELEGRAM__TOKEN): check it with @BotFather." + hint
-                ) from None
+                raise CasebotError(rejected_token_message(self._settings.api_base_url)) from None
             except NetworkError as error:
                 if attempt == _START_ATTEMPTS:
                     raise CasebotError(
                         f"Cannot reach the Telegram Bot API ({type(error).__name__}); "
                         "check the network and CASEBOT_TELEGRAM__API_BASE_URL."
                     ) from None
-                log.warning("Telegram unreachable (%s), retrying in %.0f s", type(error).__name__, delay)
+                log.warning("Telegram unreachable (%s), retry %d/%d in %.0f s", type(error).__name__, attempt,
+                            _START_ATTEMPTS - 1, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -340,12 +380,6 @@ class TelegramAdapter:
                            "it was revoked or changed; update it and restart.")
 
     # --- who is asking -------------------------------------------------------------
-
-    async def _deduplicate(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Stop an update that was handled before (also before a restart)."""
-        if self._updates is not None and not self._updates.first_time(update.update_id):
-            log.info("skipping update %s: handled before", update.update_id)
-            raise ApplicationHandlerStop
 
     def _is_admin(self, message: Message) -> bool:
         """A listed user, in a private chat, speaking for themselves (not a channel or anonymous admin)."""
@@ -486,13 +520,13 @@ class TelegramAdapter:
         """Log what failed (the redactor keeps the token out); tell the person if possible."""
         error = context.error
         update_id = update.update_id if isinstance(update, Update) else None
+        if update_id is not None and isinstance(error, NetworkError) and not isinstance(error, BadRequest):
+            self._queue.unsent(update_id)  # the reply did not go out: answered again at the next start
         log.error("handling update %s failed: %s", update_id, error, exc_info=error)
         message = update.effective_message if isinstance(update, Update) else None
         if message is not None and not isinstance(error, TelegramError):
-            language = self._user_language(message) or self._default_language
-            text = self._prompts.text(language, "error").format(reason=type(error).__name__)
             with suppress(TelegramError):
-                await self._send(message, Reply("error", text, language))
+                await self._send(message, self._conversation.failure(self._user_language(message)))
 
     # --- sending -------------------------------------------------------------------
 
@@ -536,6 +570,11 @@ class TelegramAdapter:
         With a ``placeholder`` ("thinking…"), its text is replaced by the
         first part instead of sending a new message.
         """
+        if reply.kind == "silent":  # a reader still flooding after the rate-limit notice
+            if placeholder is not None:
+                with suppress(TelegramError):
+                    await placeholder.delete()
+            return
         parts = render.render(reply, self._prompts)
         rateable = reply.answer is not None
         sent: Message | None = None

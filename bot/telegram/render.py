@@ -6,7 +6,9 @@ escaped and only tags built here are emitted. A message may hold at most
 4,096 characters, so a reply becomes one or more :class:`Message` parts,
 split at paragraph boundaries (then lines, then words). Each part carries
 its HTML and a plain-text twin with the same content, sent instead when
-Telegram rejects the formatting.
+Telegram rejects the formatting. No part is ever empty or whitespace only
+(Telegram refuses those), and no part carries a lone surrogate or a control
+character (see :func:`~bot.conversation.clean_text`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.conversation import Reply
+from bot.conversation import Reply, clean_reply, is_blank
 from index.answer import Citation, format_attribution
 from index.prompts import PromptLibrary
 from index.store import ArticleRecord
@@ -67,8 +69,8 @@ def link(text: str, url: str) -> str:
 
 
 def _length(text: str) -> int:
-    """Length in UTF-16 code units, the unit Telegram counts in."""
-    return len(text.encode("utf-16-le")) // 2
+    """Length in UTF-16 code units, the unit Telegram counts in (a lone surrogate counts one)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def linked_markers(text: str, citations: Sequence[Citation]) -> str:
@@ -170,7 +172,9 @@ def pack(blocks: Sequence[Sequence[Line]], limit: int = SAFE_LIMIT) -> list[Mess
 
     def flush() -> None:
         if html_parts:
-            messages.append(Message("".join(html_parts).strip("\n"), "".join(plain_parts).strip("\n")))
+            plain = "".join(plain_parts).strip()
+            if not is_blank(plain):
+                messages.append(Message("".join(html_parts).strip(), plain))
             html_parts.clear()
             plain_parts.clear()
 
@@ -203,6 +207,6 @@ def pack(blocks: Sequence[Sequence[Line]], limit: int = SAFE_LIMIT) -> list[Mess
 
 
 def render(reply: Reply, prompts: PromptLibrary, limit: int = SAFE_LIMIT) -> list[Message]:
-    """The reply as Telegram messages (HTML plus plain-text twin), each below ``limit``."""
-    messages = pack(paragraphs(reply, prompts), limit)
-    return messages or [Message(escape(reply.text or "…"), reply.text or "…")]
+    """The reply as Telegram messages (HTML plus plain-text twin), each below ``limit``; never none."""
+    messages = pack(paragraphs(clean_reply(reply), prompts), limit)
+    return messages or [Message("…", "…")]

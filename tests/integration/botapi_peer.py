@@ -1157,6 +1157,15 @@ class BotApiPeer:
         with self._lock:
             self._delays.setdefault(self._method_key(method), deque()).extend([seconds] * times)
 
+    def restart_update_ids(self, first_update_id: int) -> None:
+        """Number the next updates from ``first_update_id``, as Telegram does after a quiet week.
+
+        The Bot API picks the next ``update_id`` at random (possibly lower than
+        every id before) when a bot had no updates for at least a week.
+        """
+        with self._lock:
+            self._next_update_id = first_update_id
+
     def clear_failures(self) -> None:
         """Forget all queued :meth:`fail_next`/:meth:`delay_next` injections."""
         with self._lock:

@@ -165,8 +165,7 @@ def test_a_model_sentence_that_contradicts_its_passage_is_dropped(
 
 def test_unanswerable_questions_are_refused(local: Services) -> None:
     for question in ("What is the weather forecast for Zurich tomorrow?",
-                     "Wie hoch war der Umsatz von Mitto im Jahr 2021?",
-                     "When was Mitto founded?"):
+                     "Wie hoch war der Umsatz von Mitto im Jahr 2021?"):
         answer, _trace = grounded(local).answer_with_trace(question)
         assert answer.refused and not answer.citations, (question, answer.mode, answer.text)
         assert answer.mode.startswith("refused:")

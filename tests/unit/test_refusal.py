@@ -1,0 +1,168 @@
+"""The refusal decision, table-driven: the decision itself on constructed retrievals, the
+calibration on a real store with the real embedder, and answer types that only re-rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.answer import answer_type, has_type
+from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, pseudo_question
+from index.retrieve import KeywordIndex, Passage, Retrieval
+from index.store import StoredChunk
+
+CORPUS = [
+    ("a", "Die Firma Nordlicht AG baut Windräder in Kiel. Nordlicht beschäftigt 300 Mitarbeiter.", "de"),
+    ("b", "Nordlicht AG wurde wegen Preisabsprachen vom Kartellamt gebüßt. Die Busse betrug zwei Millionen.", "de"),
+    ("c", "Der Hafen von Kiel wird ausgebaut. Nordlicht liefert dafür Kräne.", "de"),
+]
+
+
+def _retrieval(question: str, dense: float, chunk: str = "a", language: str = "de") -> Retrieval:
+    chunks = [StoredChunk(cid, text, {"article_id": cid, "language": lang, "position": 0})
+              for cid, text, lang in CORPUS]
+    keywords = KeywordIndex(chunks)
+    best = next(c for c in chunks if c.chunk_id == chunk)
+    passages = [Passage(best, dense=dense)] + [Passage(c, dense=dense - 0.05) for c in chunks if c is not best]
+    return Retrieval(question, language, np.zeros(4, dtype=np.float32), passages, keywords)
+
+
+CALIBRATION = Calibration(same_language=0.82, cross_language=0.78, samples=100)
+
+
+@pytest.mark.parametrize(
+    ("question", "dense", "chunk", "language", "reason"),
+    [
+        # Below the collection's threshold: not about the case.
+        ("Wie wird das Wetter morgen?", 0.79, "a", "de", "off-topic"),
+        # Above it, in the same language, focus present: answered.
+        ("Wie viele Mitarbeiter hat Nordlicht?", 0.85, "a", "de", None),
+        # A cross-language question is held to the lower cross-language threshold ...
+        ("How many employees does Nordlicht have?", 0.80, "a", "en", None),
+        # ... which a same-language question with that score does not reach.
+        ("Wie viele Mitarbeiter hat Nordlicht?", 0.80, "a", "de", "off-topic"),
+        # Same topic, missing fact: the focus ("Geschäftsführer", "Umsatz") is unknown to the
+        # corpus and absent from the passages while the topic score is only just enough.
+        ("Wer ist der Geschäftsführer von Nordlicht und wie hoch ist der Umsatz?", 0.83, "a", "de",
+         "missing-fact"),
+        # The same focus with a clearly strong topic score is left to the answer.
+        ("Wer ist der Geschäftsführer von Nordlicht und wie hoch ist der Umsatz?", 0.90, "a", "de", None),
+        # A short lookup whose every (rare) word stands in the best passage gets the benefit of the doubt.
+        ("Kartellamt Busse Preisabsprachen?", 0.805, "b", "de", None),
+    ],
+)
+def test_decision_table(question: str, dense: float, chunk: str, language: str, reason: str | None) -> None:
+    refusal = RefusalDecider().decide(question, _retrieval(question, dense, chunk, language), CALIBRATION)
+    assert (refusal.reason if refusal else None) == reason
+    if refusal is not None:  # the decision carries the scores it used
+        assert refusal.scores["dense"] == pytest.approx(dense)
+        assert {"threshold", "focus_unknown", "focus_support", "reference"} <= set(refusal.scores)
+
+
+def test_a_question_closer_to_an_off_topic_request_than_to_any_passage_is_refused() -> None:
+    reference = np.eye(4, dtype=np.float32)[:1]  # one reference request, identical to the question
+    decider = RefusalDecider(reference=lambda language: reference)
+    retrieval = _retrieval("Schreib ein Gedicht über Nordlicht", 0.86)
+    retrieval = Retrieval(retrieval.query, "de", np.array([1, 0, 0, 0], dtype=np.float32), retrieval.passages,
+                          retrieval.keywords)
+    refusal = decider.decide(retrieval.query, retrieval, CALIBRATION)
+    assert refusal is not None and refusal.reason == "off-topic" and refusal.scores["reference"] == 1.0
+
+
+def test_nothing_retrieved_is_refused_as_empty() -> None:
+    empty = Retrieval("x", "de", np.zeros(4, dtype=np.float32), [], KeywordIndex([]))
+    refusal = RefusalDecider().decide("x", empty, None)
+    assert refusal is not None and refusal.reason == "empty"
+
+
+def test_without_calibration_the_prior_applies_per_language_pair() -> None:
+    policy = RefusalPolicy()
+    decider = RefusalDecider(policy)
+    assert decider.threshold(None, True) == policy.prior_threshold
+    assert decider.threshold(None, False) == pytest.approx(policy.prior_threshold + policy.cross_language_offset)
+
+
+def test_calibration_round_trips_and_rejects_garbage() -> None:
+    assert Calibration.from_json(CALIBRATION.to_json()) == CALIBRATION
+    assert Calibration.from_json("not json") is None
+    assert Calibration.from_json('{"same_language": 1}') is None
+
+
+def test_pseudo_question_keeps_half_the_content_words_in_order() -> None:
+    import random
+
+    sentence = "Die Firma Nordlicht AG baut seit Jahren große Windräder im Hafen von Kiel"
+    question = pseudo_question(sentence, random.Random(1))
+    kept = question.split()
+    assert 2 <= len(kept) < len(sentence.split())
+    positions = [sentence.split().index(w) for w in kept]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Wann wurde die Briefkastenfirma gegründet?", "date"),
+        ("How many people were there when the bridge opened?", "number"),  # "when" as a conjunction
+        ("In welchem Jahrhundert wurde die Stadt gegründet?", "year"),
+        ("Wie viel Prozent der Firma gehören Mitto?", "number"),
+        ("Who was reborn as a king?", "person"),
+        ("Where is Mitto based?", "place"),
+        ("Warum beendet Twitter die Zusammenarbeit?", None),
+    ],
+)
+def test_answer_type_is_the_first_interrogative(question: str, kind: str | None) -> None:
+    assert answer_type(question) == kind
+
+
+@pytest.mark.parametrize(
+    ("sentence", "kind", "expected"),
+    [
+        ("Die Siedlung entstand im Jahr 1066.", "year", True),
+        ("Das war in den 1950er Jahren.", "year", True),
+        ("Im 20. Jahrhundert wuchs die Stadt.", "year", True),
+        ("It was built in 1123.", "date", True),
+        ("Mitto ist hundertprozentige Mutter der Firma.", "number", True),
+        ("Die Firma wurde in jenem Jahr gegründet, in dem alles begann.", "year", True),
+        ("Die Firma sitzt in Zug.", "number", False),
+    ],
+)
+def test_answer_types_recognise_facts_without_digits(sentence: str, kind: str, expected: bool) -> None:
+    assert has_type(sentence, kind) is expected
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from bot.app import build_services
+    from tests.conftest import DEMO_ARTICLES, make_settings
+
+    services = build_services(make_settings(tmp_path_factory.mktemp("refusal"), Path(DEMO_ARTICLES)))
+    services.case.index()
+    return services
+
+
+def test_indexing_stores_a_calibration_with_the_collection(demo_store) -> None:  # type: ignore[no-untyped-def]
+    store = demo_store.case._store
+    stored = Calibration.from_json(store.calibration())
+    assert stored is not None and stored.generation == store.generation()
+    assert stored.samples > 10 and 0.5 < stored.same_language < 1.0
+    assert stored.cross_language < stored.same_language
+
+
+def test_calibration_is_deterministic_and_moves_with_the_corpus(demo_store) -> None:  # type: ignore[no-untyped-def]
+    store = demo_store.case._store
+    embed = demo_store.case.answerer._retriever.embed_query
+    chunks = list(store.iter_chunks())
+    first = calibrate(store, embed, chunks=chunks)
+    assert calibrate(store, embed, chunks=chunks) == first
+    # The measured quantile moves with the content ...
+    half = calibrate(store, embed, chunks=chunks[: len(chunks) // 2])
+    assert half.same_language != first.same_language and half.samples < first.samples
+    # ... and is blended with the model's prior in proportion to the number of samples.
+    raw = calibrate(store, embed, RefusalPolicy(prior_weight=0), chunks=chunks)
+    prior = RefusalPolicy(prior_weight=10_000, prior_threshold=0.5)
+    leaning = calibrate(store, embed, prior, chunks=chunks)
+    assert raw.same_language != first.same_language
+    assert abs(leaning.same_language - 0.5) < 0.01
