@@ -34,6 +34,7 @@ from index.prompts import PromptLibrary
 from index.refusal import RefusalPolicy
 from index.retrieve import HybridRetriever
 from index.store import ChromaLocation, ChunkStore, open_client
+from index.support import SupportChecker
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def build_case(settings: Settings, prompts: PromptLibrary, metrics: Metrics | No
         return CaseIndex(store, indexer, answerer, settings.articles_dir, on_index=on_index)
     # The model is built on first use (or in warm_up): an unreachable server or a
     # missing GGUF file must not stop the bot; answers fall back to extractive.
-    grounded = GroundedAnswerer(answerer, retriever, ChatModel(model_spec), prompts,
+    grounded = GroundedAnswerer(answerer, retriever, ChatModel(model_spec), prompts, SupportChecker(embedding),
                                 default_language=settings.default_language)
     logging.getLogger(__name__).info("answers are written by the language model %s", model_spec.describe())
     return CaseIndex(store, indexer, grounded, settings.articles_dir, on_index=on_index)

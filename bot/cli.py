@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=50)
 
+    p = sub.add_parser("model", help="assemble and verify the bundled language model (GGUF)")
+    p.add_argument("action", choices=["assemble"])
+    p.add_argument("--out", type=Path, help="cache folder (default: ~/.cache/casebot/models)")
+
     p = sub.add_parser("eval", help="score answers against a question file (shared/eval format)")
     p.add_argument("file", type=Path)
     p.add_argument("--json", action="store_true")
@@ -206,6 +210,14 @@ def _eval(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> int:
+    """Print the path of the verified bundled GGUF, for CASEBOT_LLM__MODEL_PATH."""
+    from index.models import assemble
+
+    print(assemble(cache_dir=args.out))
+    return 0
+
+
 def _chat(services: Services, _args: argparse.Namespace) -> int:
     from bot.console import chat_loop
 
@@ -287,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         return report(error, 2)
     try:
+        if args.command == "model":  # needs no index, store or embedder
+            return _model(args)
         if args.command == "check":
             from bot.check import run_checks
 

@@ -151,13 +151,15 @@ class LLMSettings(BaseModel):
     base_url: str = ""  # OpenAI-compatible ".../v1" or the Ollama server
     model: str = ""
     api_key: SecretStr = SecretStr("")
-    model_path: str = ""  # GGUF file for llamacpp; empty: the bundled gemma3-270m, if installed
+    model_path: str = ""  # GGUF file for llamacpp; empty: the bundled Qwen2.5-Coder-1.5B, if installed
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(1, ge=0, le=10)
     max_tokens: int = Field(256, ge=16, le=8192)
     temperature: float = Field(0.0, ge=0, le=2)
     context_window: int = Field(4096, ge=512, le=1_048_576)
-    threads: int = Field(0, ge=0, le=256)  # llamacpp CPU threads; 0: llama.cpp's default
+    # llamacpp CPU threads; 0: llama.cpp's default (all cores). 1 by default: on a busy two-core
+    # machine two threads collapsed generation (bench/llm_threads.py, README "LLM answers").
+    threads: int = Field(1, ge=0, le=256)
 
 
 class ChatSettings(BaseModel):

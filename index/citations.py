@@ -90,13 +90,24 @@ def _normalise(text: str) -> str:
 
 
 def _statements(text: str) -> list[tuple[int, str, str]]:
-    """``(line, bullet, sentence)`` for every sentence; a sentence's leading markers move back."""
+    """``(line, bullet, sentence)`` for every sentence; a sentence's leading markers move back.
+
+    Markers that open a line whose sentences carry no others apply to each of them.
+    """
     result: list[tuple[int, str, str]] = []
     for number, raw_line in enumerate(text.split("\n")):
         line = _ANSWER_LABEL.sub("", raw_line)
         prefix = _LINE_PREFIX.match(line)
         bullet = prefix.group(0).strip() if prefix else ""
-        for sentence in split_sentences(line[prefix.end() if prefix else 0:].strip()):
+        body = line[prefix.end() if prefix else 0:].strip()
+        sentences = split_sentences(body)
+        lead = _LEADING_MARKERS.match(body)
+        if lead and len(sentences) > 1 and not _MARKER.search(body[lead.end():]):
+            # "[1] First sentence. Second sentence." cites passage 1 for the whole line; each
+            # sentence still has to pass ``supports`` on its own.
+            markers = lead.group(1).strip()
+            sentences = [f"{s} {markers}" for s in split_sentences(body[lead.end():])]
+        for sentence in sentences:
             lead = _LEADING_MARKERS.match(sentence)
             if lead and result and result[-1][0] == number:
                 previous = result[-1]

@@ -1,22 +1,29 @@
-"""Answers written by a language model from retrieved passages, with checked citations.
+"""Answers written by a language model from retrieved passages, every sentence checked.
 
 The extractive answerer stays in charge of two things: whether to answer at
 all, and what to say when the model cannot be used. For each question:
 
 1. The extractive answer is computed first. If it refuses, the bot refuses:
-   its off-topic margin and its date/number checks are calibrated on the dev
-   set and cost no tokens, while a generative model handed loosely related
-   passages tends to write *something* and cite it (a 270M model nearly
-   always does). The model is never asked what the bot would refuse.
+   its refusal decision is calibrated on the dev sets and costs no tokens,
+   while a generative model handed loosely related passages tends to write
+   *something* and cite it. The model is never asked what the bot would
+   refuse, so it can never override a refusal.
 2. The best passages are numbered and fenced as data in the prompt
    (``prompts/<lang>/llm_*.txt``); passage sentences that address an AI
    ("ignore previous instructions") are withheld from the model.
 3. The reply is checked by :func:`index.citations.check_citations`: markers
-   must name supplied passages, a statement must cite one and share words
-   with it, numbers are renumbered to the cited articles.
-4. No statement survived, or the model said ``NO_ANSWER``: the extractive
-   answer is sent instead. The model failed or is unreachable: the
-   extractive answer is sent with a notice saying so.
+   must name supplied passages, and every sentence must be *supported* by
+   the passages it cites (:class:`index.support.SupportChecker`: numbers
+   present, no flipped negation, close enough in meaning); unsupported
+   sentences are dropped and numbers are renumbered to the cited articles.
+4. The model said ``NO_ANSWER``: the bot refuses (the model saw the passages
+   and found no answer; quoting them anyway would pretend otherwise).
+   No sentence survived the check: the extractive answer is sent, with a
+   notice saying that the model's answer could not be verified. The model
+   failed or is unreachable: the extractive answer is sent with a notice
+   saying so. ``Answer.mode`` says which of these answered (``llm``,
+   ``extractive-fallback:<why>``, ``refused:<why>``) and every model-written
+   answer carries a notice saying so, so a reader always knows.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from index.citations import CheckedText, check_citations
 from index.llm import ChatModel, Generation, LLMUnavailableError
 from index.prompts import PromptLibrary
 from index.retrieve import HybridRetriever, Passage
-from index.text import detect_language, is_stopword, query_stems, word_stems, words
+from index.support import SupportChecker, SupportVerdict
+from index.text import detect_language, is_stopword, query_stems, words
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +65,6 @@ class GroundedPolicy:
     max_passage_chars: int = 900
     max_prompt_chars: int = 4000  # all passages together (about 1,100 tokens)
     max_quote_chars: int = 400  # per citation in the sources
-    min_shared_words: int = 1  # content words a statement shares with its cited passages
     rewrite_max_chars: int = 300
 
 
@@ -70,6 +77,8 @@ class Trace:
     query: str = ""
     rewritten: str = ""
     error: str = ""
+    verdicts: tuple[tuple[str, SupportVerdict], ...] = ()  # every cited model sentence and its verdict
+    passages: tuple[Passage, ...] = ()  # what the model was shown, numbered from 1
 
 
 def neutralise(text: str) -> str:
@@ -109,12 +118,14 @@ class GroundedAnswerer:
         retriever: HybridRetriever,
         model: ChatModel,
         prompts: PromptLibrary,
+        support: SupportChecker,
         policy: GroundedPolicy | None = None,
         default_language: str = "de",
     ) -> None:
         self._extractive = extractive
         self._retriever = retriever
         self._model = model
+        self._support = support
         self._prompts = prompts
         self._policy = policy or GroundedPolicy()
         self._default_language = default_language
@@ -169,7 +180,7 @@ class GroundedAnswerer:
         # The extractive answerer retrieved for the same query a moment ago; asking
         # again costs one query embedding and one Chroma lookup, milliseconds next
         # to a generation, and keeps the extractive answerer's interface as it is.
-        passages = self._select(self._retriever.retrieve(query, top_k=self._policy.passages * 2))
+        passages = self._select(self._retriever.retrieve(query, top_k=self._policy.passages * 2), fallback)
         if not passages:
             return fallback, Trace(query=query, rewritten=standalone)
         texts = [neutralise(p.chunk.text) for p in passages]
@@ -182,21 +193,34 @@ class GroundedAnswerer:
             return self._with_notice(fallback, language), Trace(query=query, rewritten=standalone,
                                                                 error=str(error))
         rules = set(words(system + " " + self._prompts.text(language, "llm_user")))
-        checked = check_citations(
-            generation.text, [p.chunk.article_id for p in passages],
-            supports=lambda s, ns: self._supports(s, [texts[n - 1] for n in ns]) and not _echoes(s, rules))
-        trace = Trace(generation, checked, query, standalone)
+        verdicts: list[tuple[str, SupportVerdict]] = []
+
+        def supports(statement: str, numbers: Sequence[int]) -> bool:
+            if _echoes(statement, rules):
+                return False
+            verdict = self._support.check(statement, [texts[n - 1] for n in numbers])
+            verdicts.append((statement, verdict))
+            if not verdict.supported:
+                log.info("dropped a model sentence (%s, score %.3f): %r", verdict.reason, verdict.score,
+                         statement[:200])
+            return verdict.supported
+
+        checked = check_citations(generation.text, [p.chunk.article_id for p in passages], supports=supports)
+        trace = Trace(generation, checked, query, standalone, verdicts=tuple(verdicts), passages=tuple(passages))
+        if checked.no_answer:
+            log.info("the model found no answer in the passages; refusing")
+            return self._refusal(language, "model-no-answer"), trace
         if not checked.cited:
-            log.info("model answer dropped (%s): %r", "no answer" if checked.no_answer else "no valid citation",
-                     generation.text[:200])
-            return replace(fallback, mode="extractive-fallback:" + (
-                "no-answer" if checked.no_answer else "uncited")), trace
+            why = "unsupported" if verdicts else "uncited"
+            log.info("model answer dropped (%s): %r", why, generation.text[:200])
+            return self._with_notice(fallback, language, "llm_unverified", f"extractive-fallback:{why}"), trace
         if checked.removed_markers or checked.removed_statements:
             log.info("citation check removed %d markers and %d statements",
                      checked.removed_markers, checked.removed_statements)
-        return Answer(text=checked.text, refused=False, language=language,
+        notice = self._prompts.text(language, "llm_written")
+        return Answer(text=f"{checked.text}\n\n{notice}", refused=False, language=language,
                       citations=self._citations(checked, passages), confidence=fallback.confidence,
-                      mode="llm"), trace
+                      mode="llm", notice=notice), trace
 
     def rewrite_follow_up(self, previous_question: str, question: str, language: str | None = None) -> str:
         """A stand-alone version of a follow-up question, or "" when the model cannot help.
@@ -214,7 +238,7 @@ class GroundedAnswerer:
         prompt = self._prompts.text(language, "llm_rewrite").format(previous=previous_question, question=question)
         generation = self._model.chat("", prompt)
         lines = [line.strip().strip("\"'„“”*`") for line in generation.text.strip().splitlines() if line.strip()]
-        rewritten = re.sub(r"^(?:rewritten question|umformulierte frage|question|frage)\s*:\s*", "",
+        rewritten = re.sub(r"^(?:rewritten question|umformulierte frage|umgeschriebene frage|question|frage)\s*:\s*", "",
                            lines[0] if lines else "", flags=re.IGNORECASE).strip()
         if (not rewritten or len(rewritten) > self._policy.rewrite_max_chars
                 or rewritten.casefold() == previous_question.strip().casefold()):
@@ -222,13 +246,26 @@ class GroundedAnswerer:
         log.debug("follow-up %r rewritten as %r", question, rewritten)
         return rewritten
 
-    def _with_notice(self, fallback: Answer, language: str) -> Answer:
-        """The extractive answer, saying first that the model could not be used."""
-        notice = self._prompts.text(language, "llm_unavailable")
-        return replace(fallback, text=f"{notice}\n\n{fallback.text}", notice=notice, mode="extractive-fallback")
+    def _with_notice(self, fallback: Answer, language: str, key: str = "llm_unavailable",
+                     mode: str = "extractive-fallback") -> Answer:
+        """The extractive answer, saying first why the model's text is not what answers."""
+        notice = self._prompts.text(language, key)
+        return replace(fallback, text=f"{notice}\n\n{fallback.text}", notice=notice, mode=mode)
 
-    def _select(self, passages: Sequence[Passage]) -> list[Passage]:
-        """The best passages that fit the prompt budget, one entry per chunk."""
+    def _refusal(self, language: str, reason: str) -> Answer:
+        """The "the articles do not say" answer, citing nothing (as the extractive side words it)."""
+        return Answer(text=self._prompts.text(language, "refusal"), refused=True, language=language,
+                      mode=f"refused:{reason}")
+
+    def _select(self, passages: Sequence[Passage], fallback: Answer | None = None) -> list[Passage]:
+        """The best passages that fit the prompt budget, one entry per chunk.
+
+        Passages holding what the extractive answer quotes come first: a
+        small model leans on passage 1, and the extractive side has already
+        found the sentences that answer.
+        """
+        quotes = [c.quote[:80] for c in (fallback.citations if fallback else ()) if c.quote]
+        passages = sorted(passages, key=lambda p: not any(q in p.chunk.text for q in quotes))
         chosen: list[Passage] = []
         seen: set[str] = set()
         size = 0
@@ -255,18 +292,6 @@ class GroundedAnswerer:
                 body = f"{title}\n{body}"
             blocks.append(template.format(n=n, source=_FENCE.sub("", source).replace('"', "'"), text=body))
         return "\n\n".join(blocks)
-
-    def _supports(self, statement: str, cited_texts: Sequence[str]) -> bool:
-        """The statement shares content words with its cited passages (any language's stems).
-
-        A loose test on purpose: answers paraphrase, and an English answer
-        from a German article shares names and numbers, not much else. It
-        catches a marker pasted onto a statement about something else.
-        """
-        evidence = set(query_stems(" ".join(cited_texts)))
-        shared = {w for w in words(statement)
-                  if len(w) > 2 and not is_stopword(w) and word_stems(w) & evidence}
-        return len(shared) >= self._policy.min_shared_words
 
     def _citations(self, checked: CheckedText, passages: Sequence[Passage]) -> tuple[Citation, ...]:
         """One citation per cited article; the quote is the passage sentence closest to the statements."""

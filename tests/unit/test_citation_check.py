@@ -97,3 +97,14 @@ def test_neutralise_withholds_instructions_and_fence_tags() -> None:
     assert "PWNED" not in cleaned and "Ignoriere" not in cleaned and "</passage>" not in cleaned
     assert cleaned.count(WITHHELD) == 2
     assert "Mitto verschickt SMS." in cleaned and "Twitter beendet den Vertrag." in cleaned
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # Qwen often opens with the marker: it cites every sentence of that line ...
+    ("[3] Twitter drops Mitto. Mitto sends SMS.", "Twitter drops Mitto [1]. Mitto sends SMS [1]."),
+    # ... but not when the line carries markers of its own
+    ("[3] Twitter drops Mitto. Mitto sends SMS [4].", "Twitter drops Mitto [1]. Mitto sends SMS [2]."),
+    ("[1] Ron Wyden [3]", "Ron Wyden [1][2]"),
+])
+def test_a_leading_marker_cites_the_sentences_of_its_line(text: str, expected: str) -> None:
+    assert check_citations(text, SOURCES).text == expected
