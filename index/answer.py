@@ -94,7 +94,7 @@ class AnswerPolicy:
     other_article_slack: float = 0.015  # ... and one from another article (it adds a citation)
     other_article_lexical: float = 0.3  # ... which must also contain this share of the question's words
     min_sentence_words: int = 4
-    rerank_sentences: int = 8  # sentences embedded one by one per question
+    rerank_sentences: int = 6  # sentences embedded one by one per question
     sentence_weight: float = 0.6  # sentence vs. passage similarity in the final score
     typed_bonus: float = 0.03  # for a sentence with the kind of fact the question asks for
     short_sentence_chars: int = 300  # a best sentence shorter than this brings its successor
