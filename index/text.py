@@ -207,5 +207,35 @@ def query_stems(text: str, languages: Iterable[str] = LANGUAGES) -> list[str]:
 
 
 def word_stems(word: str) -> set[str]:
-    """The stems of one lower-cased word in every supported language."""
-    return {_fold(_stemmer(language).stemWord(word)) for language in LANGUAGES}
+    """The stems of one lower-cased word in every supported language.
+
+    A German past participle also gives its stem without the ``ge-``
+    ("gegründet" -> ``grund``, as in "gründete" and "Mitgründer").
+    """
+    result = {_fold(_stemmer(language).stemWord(word)) for language in LANGUAGES}
+    german = _fold(_stemmer("de").stemWord(word))
+    if german.startswith("ge") and len(german) >= 6:
+        result.add(german[2:])
+    return result
+
+
+COMPOUND_HEAD = 5  # shortest stem that counts when it ends a longer German word
+COMPOUNDING = frozenset({"de"})  # languages that write compounds as one word
+
+
+def supports(variants: set[str], text_stems: set[str] | frozenset[str], language: str) -> bool:
+    """True if a text in ``language`` with ``text_stems`` contains the word whose stems are ``variants``.
+
+    Beside an exact stem, in German a compound that ends in the word counts:
+    German writes "Jahresumsatz" for the revenue asked about as "Umsatz", and
+    "Mitgründer" for who "gegründet" the firm. Only stems of at least
+    ``COMPOUND_HEAD`` letters count as a head, so short stems do not match
+    inside unrelated words; English is matched exactly ("found" is not in
+    "profound").
+    """
+    if variants & text_stems:
+        return True
+    if language not in COMPOUNDING:
+        return False
+    heads = [v for v in variants if len(v) >= COMPOUND_HEAD]
+    return any(len(s) > len(h) and s.endswith(h) for h in heads for s in text_stems)

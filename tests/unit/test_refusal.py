@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.answer import answer_type, has_type
+from index.answer import _LEANS_BACK, answer_type, has_type
 from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, pseudo_question
 from index.retrieve import KeywordIndex, Passage, Retrieval
 from index.store import StoredChunk
@@ -69,6 +69,18 @@ def test_a_question_closer_to_an_off_topic_request_than_to_any_passage_is_refuse
                           retrieval.keywords)
     refusal = decider.decide(retrieval.query, retrieval, CALIBRATION)
     assert refusal is not None and refusal.reason == "off-topic" and refusal.scores["reference"] == 1.0
+
+
+def test_the_corpus_knows_a_word_that_only_ends_its_compounds() -> None:
+    from index.text import word_stems
+
+    keywords = KeywordIndex([StoredChunk("x", "Der Jahresumsatz der Nordlicht AG stieg.", {"language": "de"})])
+    assert keywords.knows_word(word_stems("umsatz"))
+    assert keywords.knows_word(word_stems("Jahresumsatz".lower()))
+    assert not keywords.knows_word(word_stems("gewinn"))
+    assert not keywords.knows_word(word_stems("satz"))  # a four-letter stem is no compound head
+    english = KeywordIndex([StoredChunk("y", "A profound change.", {"language": "en"})])
+    assert not english.knows_word(word_stems("found"))  # English compounds are written apart
 
 
 def test_nothing_retrieved_is_refused_as_empty() -> None:
@@ -181,3 +193,19 @@ def test_a_reader_without_a_stored_calibration_computes_one_but_never_writes(dem
         assert store.calibration() == ""  # only an index run writes collection metadata
     finally:
         store.set_calibration(saved)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "leans_back"),
+    [
+        ("The X.25 protocol suite uses this network type.", True),  # a demonstrative noun phrase
+        ("All of this set the stage for the project.", True),
+        ("Die X.25-Protokollsuite verwendet diesen Netzwerktyp.", True),
+        ("All das bereitete den Weg.", True),
+        ("He was elected in 1186.", True),
+        ("Temüjin was elected khan in 1186.", False),
+        ("Thistle grows in Scotland.", False),  # whole words only
+    ],
+)
+def test_a_sentence_that_refers_back_brings_its_predecessor(sentence: str, leans_back: bool) -> None:
+    assert bool(_LEANS_BACK.search(sentence)) is leans_back

@@ -1,4 +1,15 @@
-from index.text import detect_language, normalize_text, query_stems, split_sentences, stems, words
+import pytest
+
+from index.text import (
+    detect_language,
+    normalize_text,
+    query_stems,
+    split_sentences,
+    stems,
+    supports,
+    word_stems,
+    words,
+)
 
 
 def test_normalize_removes_invisible_and_control_characters_and_composes() -> None:
@@ -30,3 +41,21 @@ def test_question_stems_cover_both_languages() -> None:
     german_passage = set(stems("Die Behörden ermitteln gegen Mitto.", "de"))
     assert set(query_stems("Welche Behörde ermittelt?")) & german_passage >= {"behord"}
     assert "investig" in query_stems("Who investigates?")
+
+
+@pytest.mark.parametrize(
+    ("word", "text", "language", "expected"),
+    [
+        ("gegründet", "Mitgründer Ilja Gorelik", "de", True),  # participle without ge-, compound head
+        ("gegründet", "Die Firma gründete er 2012.", "de", True),
+        ("umsatz", "Der Jahresumsatz stieg.", "de", True),  # the word asked about ends a compound
+        ("verwaltungsrat", "Verwaltungsrat und Geschäftsleitung", "de", True),
+        ("rat", "Der Verwaltungsrat tagte.", "de", False),  # too short to count as a head
+        ("umsatz", "Der Gewinn stieg.", "de", False),
+        ("found", "a profound change", "en", False),  # English writes compounds apart: exact stems only
+        ("founded", "The firm was founded in 2012.", "en", True),
+    ],
+)
+def test_a_word_is_supported_by_its_stems_or_as_a_compounds_head(
+        word: str, text: str, language: str, expected: bool) -> None:
+    assert supports(word_stems(word), set(stems(text, language)), language) is expected
