@@ -254,7 +254,7 @@ class ExtractiveAnswerer:
             return known
         stored = Calibration.from_json(self._store.calibration())
         if stored is None and self._store.count():
-            stored = calibrate(self._store, self._retriever.embed_query, self._decider.policy)
+            stored = calibrate(self._store, self._retriever.embed_queries, self._decider.policy)
         with self._lock:
             self._calibration, self._calibration_generation = stored, generation
         return stored
@@ -263,7 +263,7 @@ class ExtractiveAnswerer:
         """Compute the refusal calibration for the store's current content and store it (index runs only)."""
         if self._store is None:
             return None
-        result = calibrate(self._store, self._retriever.embed_query, self._decider.policy)
+        result = calibrate(self._store, self._retriever.embed_queries, self._decider.policy)
         self._store.set_calibration(result.to_json())
         with self._lock:
             self._calibration, self._calibration_generation = result, self._retriever.generation()

