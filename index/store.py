@@ -62,6 +62,7 @@ SENTENCES_SUFFIX = "-sentences"
 _PAGE = 2000
 _SENTENCE_PAGE = 1000  # ids per sentence-vector read or write
 _ABSENT_RECHECK_SECONDS = 5.0  # how long a missing sentence collection is believed missing
+_READ_RETRY_SECONDS = 600.0  # how long sentence vectors are not read after a failed read
 T = TypeVar("T")
 
 
@@ -210,6 +211,7 @@ class ChunkStore:
         self._lock = threading.RLock()
         self._sentences: Any = None  # the sentence-vector collection, opened on first use
         self._sentences_absent_at = -math.inf
+        self._sentence_reads_failed_at = -math.inf
         self._open()
 
     def _open(self, generation: int = 0) -> None:
@@ -455,12 +457,28 @@ class ChunkStore:
         raise AssertionError("unreachable")
 
     def sentence_vectors(self, sentences: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of those ``sentences`` that have one (see the module docstring)."""
+        """Stored vectors of those ``sentences`` that have one (see the module docstring).
+
+        They only save time: when they cannot be read (Chroma's Python
+        server fails every ``get`` that includes embeddings), the caller
+        embeds the sentences itself, and reads are not tried again for a
+        while rather than failing once per question.
+        """
+        with self._lock:
+            if time.monotonic() - self._sentence_reads_failed_at < _READ_RETRY_SECONDS:
+                return {}
         by_key = {sentence_key(self._fingerprint, s): s for s in dict.fromkeys(sentences)}
         keys = list(by_key)
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(keys), _SENTENCE_PAGE):
-            result = self._sentence_get(keys[start:start + _SENTENCE_PAGE], ["embeddings"])
+            try:
+                result = self._sentence_get(keys[start:start + _SENTENCE_PAGE], ["embeddings"])
+            except StoreUnavailableError as error:
+                log.warning("cannot read stored sentence vectors (%s); embedding sentences instead for %.0f s",
+                            error, _READ_RETRY_SECONDS)
+                with self._lock:
+                    self._sentence_reads_failed_at = time.monotonic()
+                return {}
             vectors = result.get("embeddings")
             if vectors is None:
                 continue

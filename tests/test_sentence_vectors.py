@@ -16,6 +16,7 @@ import pytest
 from bot.app import Services, build_services
 from bot.settings import RetrievalSettings
 from index.chunking import chunk_sentences
+from index.errors import StoreUnavailableError
 from index.store import ChunkStore
 from tests.conftest import make_settings
 
@@ -116,3 +117,24 @@ def test_a_changed_sentence_is_never_served_an_old_vector_and_a_rebuild_drops_th
     reader.case.answerer.clear_sentence_cache()  # type: ignore[attr-defined]
     fresh = build_services(settings)
     assert reader.case.ask(QUESTIONS[0]).as_dict() == fresh.case.ask(QUESTIONS[0]).as_dict()
+
+
+def test_unreadable_sentence_vectors_are_embedded_instead(tmp_path: Path, articles: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chroma's Python server fails every ``get`` that includes embeddings: answers must not."""
+    services = build_services(make_settings(tmp_path / "data", articles))
+    services.case.index()
+    expected = services.case.ask(QUESTIONS[0]).as_dict()
+    store = store_of(services)
+    reads: list[list[str]] = []
+
+    def broken(keys: list[str], include: list[str]) -> dict[str, Any]:
+        reads.append(include)
+        raise StoreUnavailableError("The article index failed to read sentence vectors (Exception).")
+
+    monkeypatch.setattr(store, "_sentence_get", broken)
+    batches = count_embedding_batches(services, monkeypatch)
+    for _ in range(2):
+        services.case.answerer.clear_sentence_cache()  # type: ignore[attr-defined]
+        assert services.case.ask(QUESTIONS[0]).as_dict() == expected
+    assert len(batches) == 2 and len(reads) == 1  # embedded each time, the failing read tried once
