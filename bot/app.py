@@ -94,7 +94,7 @@ def build_case(settings: Settings, prompts: PromptLibrary, metrics: Metrics | No
     indexer = Indexer(store, embedding, settings.data_dir / "index.lock",
                       chunk_chars=r.chunk_chars, chunk_overlap=r.chunk_overlap,
                       batch_size=settings.embedding.batch_size, articles_root=settings.articles_dir,
-                      serving_lock=serving_lock)
+                      serving_lock=serving_lock, sentence_vectors=r.sentence_vectors)
     retriever = HybridRetriever(store, embedding, dense_top_k=r.dense_top_k,
                                 keyword_top_k=r.keyword_top_k, rrf_k=r.rrf_k,
                                 refresh_seconds=r.refresh_seconds, cache_dir=settings.data_dir / "cache")

@@ -328,7 +328,8 @@ class ExtractiveAnswerer:
         passage's similarity and by the question words it contains (IDF
         weighted, stemmed in both languages). The best few are then embedded
         one by one, because a chunk's vector cannot tell which of its
-        sentences answers; sentence vectors are cached.
+        sentences answers; sentence vectors come from the store (the
+        indexer embeds every sentence) or are embedded here, and are cached.
         """
         policy = self._policy
         passages = retrieval.passages
@@ -419,9 +420,13 @@ class ExtractiveAnswerer:
         with self._lock:
             missing = [s for s in dict.fromkeys(sentences) if s not in self._sentence_cache]
         computed: dict[str, np.ndarray] = {}
+        if missing and self._store is not None:
+            # Written by the indexer (see ChunkStore.sentence_vectors): the same vectors, read, not embedded.
+            computed = self._store.sentence_vectors(missing)
+            missing = [s for s in missing if s not in computed]
         if missing:
             vectors = self._embedding.get_text_embedding_batch(missing)
-            computed = {s: np.asarray(v, dtype=np.float32) for s, v in zip(missing, vectors)}
+            computed.update({s: np.asarray(v, dtype=np.float32) for s, v in zip(missing, vectors)})
         with self._lock:
             self._sentence_cache.update(computed)
             result: list[np.ndarray] = []

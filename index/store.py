@@ -15,6 +15,16 @@ the flag when it is done, so other processes sharing a Chroma server reload
 their keyword index after every write, and a write killed half-way is
 finished (and bumped) by the next run even when no article changed since.
 
+Beside it, a second collection (``<name>-sentences``) holds the vector of
+every sentence of every chunk, written by the indexer before the chunks, so
+that answering a question only reads the sentence vectors it ranks instead
+of embedding them. Its entries are content-addressed (the id is a hash of the
+embedding model and the sentence's exact text) and derived data: a missing
+entry (an index built before it existed, a write killed half-way) is
+embedded at answer time as before, and a stale one can never be served,
+because a changed sentence has another id. So it needs none of the
+generation bookkeeping above; ``reset`` drops it with the chunks.
+
 Every call fails with a :class:`StoreUnavailableError` sentence, never a
 hang (server requests have a timeout) or a bare chromadb error; a collection
 that another process dropped or rebuilt is reopened.
@@ -22,9 +32,11 @@ that another process dropped or rebuilt is reopened.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +58,17 @@ DIMENSION_KEY = "casebot_dimension"
 GENERATION_KEY = "casebot_generation"
 WRITING_KEY = "casebot_writing"
 CALIBRATION_KEY = "casebot_refusal_calibration"
+SENTENCES_SUFFIX = "-sentences"
 _PAGE = 2000
+_SENTENCE_PAGE = 1000  # ids per sentence-vector read or write
+_ABSENT_RECHECK_SECONDS = 5.0  # how long a missing sentence collection is believed missing
+_READ_RETRY_SECONDS = 600.0  # how long sentence vectors are not read after a failed read
 T = TypeVar("T")
+
+
+def sentence_key(fingerprint: str, sentence: str) -> str:
+    """The sentence-vector id of ``sentence`` embedded by the model ``fingerprint``."""
+    return hashlib.sha256(f"{fingerprint}\n{sentence}".encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,9 @@ class ChunkStore:
         self._fingerprint = embedding_fingerprint
         self._where = where or f"collection {collection_name}"
         self._lock = threading.RLock()
+        self._sentences: Any = None  # the sentence-vector collection, opened on first use
+        self._sentences_absent_at = -math.inf
+        self._sentence_reads_failed_at = -math.inf
         self._open()
 
     def _open(self, generation: int = 0) -> None:
@@ -292,6 +316,7 @@ class ChunkStore:
             if not _is_not_found(exc) and not isinstance(exc, ValueError):
                 raise self._unavailable("drop the collection", exc) from exc
             log.debug("collection %s did not exist", self._name)
+        self._drop_sentences()
         self._open(generation)
 
     # --- reading ---------------------------------------------------------------
@@ -382,6 +407,121 @@ class ChunkStore:
         if vectors is None:
             return {}
         return {i: np.asarray(v, dtype=np.float32) for i, v in zip(result["ids"], vectors)}
+
+    # --- sentence vectors --------------------------------------------------------
+
+    @property
+    def sentences_name(self) -> str:
+        return self._name + SENTENCES_SUFFIX
+
+    def _sentence_collection(self, create: bool) -> Any:
+        """The sentence-vector collection; None when it does not exist (and ``create`` is false)."""
+        with self._lock:
+            if self._sentences is not None:
+                return self._sentences
+            if not create and time.monotonic() - self._sentences_absent_at < _ABSENT_RECHECK_SECONDS:
+                return None
+        try:
+            if create:
+                # l2, not cosine: Chroma re-normalises vectors stored in a cosine space, which moves
+                # their last bits, and these must come back exactly as the embedder made them.
+                collection = self._client.get_or_create_collection(
+                    self.sentences_name, metadata={EMBEDDING_KEY: self._fingerprint},
+                    configuration={"hnsw": {"space": "l2"}}, embedding_function=None)
+            else:
+                collection = self._client.get_collection(self.sentences_name, embedding_function=None)
+        except Exception as exc:
+            if create or not _is_not_found(exc):
+                raise self._unavailable("open the sentence vectors", exc) from exc
+            with self._lock:
+                self._sentences_absent_at = time.monotonic()
+            return None
+        with self._lock:
+            self._sentences = collection
+        return collection
+
+    def _sentence_get(self, keys: list[str], include: list[str]) -> dict[str, Any]:
+        """``get`` on the sentence collection, following a drop by another process (``--rebuild``)."""
+        for attempt in (1, 2):
+            collection = self._sentence_collection(create=False)
+            if collection is None:
+                return {"ids": [], "embeddings": None}
+            try:
+                return dict(collection.get(ids=keys, include=include))
+            except Exception as exc:
+                if attempt == 2 or not _is_not_found(exc):
+                    raise self._unavailable("read sentence vectors", exc) from exc
+                with self._lock:
+                    self._sentences = None
+                    self._sentences_absent_at = -math.inf
+        raise AssertionError("unreachable")
+
+    def sentence_vectors(self, sentences: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of those ``sentences`` that have one (see the module docstring).
+
+        They only save time: when they cannot be read (Chroma's Python
+        server fails every ``get`` that includes embeddings), the caller
+        embeds the sentences itself, and reads are not tried again for a
+        while rather than failing once per question.
+        """
+        with self._lock:
+            if time.monotonic() - self._sentence_reads_failed_at < _READ_RETRY_SECONDS:
+                return {}
+        by_key = {sentence_key(self._fingerprint, s): s for s in dict.fromkeys(sentences)}
+        keys = list(by_key)
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), _SENTENCE_PAGE):
+            try:
+                result = self._sentence_get(keys[start:start + _SENTENCE_PAGE], ["embeddings"])
+            except StoreUnavailableError as error:
+                log.warning("cannot read stored sentence vectors (%s); embedding sentences instead for %.0f s",
+                            error, _READ_RETRY_SECONDS)
+                with self._lock:
+                    self._sentence_reads_failed_at = time.monotonic()
+                return {}
+            vectors = result.get("embeddings")
+            if vectors is None:
+                continue
+            for key, vector in zip(result["ids"], vectors):
+                found[by_key[key]] = np.asarray(vector, dtype=np.float32)
+        return found
+
+    def missing_sentences(self, sentences: Sequence[str]) -> list[str]:
+        """Those ``sentences`` (de-duplicated, in order) that have no stored vector yet."""
+        by_key = {sentence_key(self._fingerprint, s): s for s in dict.fromkeys(sentences)}
+        keys = list(by_key)
+        known: set[str] = set()
+        for start in range(0, len(keys), _SENTENCE_PAGE):
+            known.update(self._sentence_get(keys[start:start + _SENTENCE_PAGE], [])["ids"])
+        return [s for key, s in by_key.items() if key not in known]
+
+    def add_sentence_vectors(self, sentences: Sequence[str], vectors: Sequence[Sequence[float]]) -> None:
+        """Store the vectors of ``sentences`` (an indexer's write; idempotent)."""
+        if not sentences:
+            return
+        keys = [sentence_key(self._fingerprint, s) for s in sentences]
+        for start in range(0, len(keys), _SENTENCE_PAGE):
+            end = start + _SENTENCE_PAGE
+            for attempt in (1, 2):
+                collection = self._sentence_collection(create=True)
+                try:
+                    collection.upsert(ids=keys[start:end], embeddings=[list(v) for v in vectors[start:end]])
+                    break
+                except Exception as exc:
+                    if attempt == 2 or not _is_not_found(exc):  # dropped by another process: reopen once
+                        raise self._unavailable("write sentence vectors", exc) from exc
+                    with self._lock:
+                        self._sentences = None
+
+    def _drop_sentences(self) -> None:
+        with self._lock:
+            self._sentences = None
+            self._sentences_absent_at = -math.inf
+        try:
+            self._client.delete_collection(self.sentences_name)
+        except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
+            if not _is_not_found(exc) and not isinstance(exc, ValueError):
+                raise self._unavailable("drop the sentence vectors", exc) from exc
 
     # --- writing ---------------------------------------------------------------
 
