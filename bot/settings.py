@@ -135,7 +135,7 @@ class RetrievalSettings(BaseModel):
     rrf_k: int = Field(60, ge=1)
     refresh_seconds: float = Field(5.0, ge=0)
     # Embed every sentence at index time, so that answers read sentence vectors instead of
-    # embedding them (indexing embeds about 1.8x the tokens; see index/store.py).
+    # embedding them (indexing embeds up to 1.8x the tokens; see index/store.py).
     sentence_vectors: bool = True
 
 
