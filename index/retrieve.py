@@ -148,10 +148,6 @@ class KeywordIndex:
         df = self._doc_freq.get(stem, 0)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
-    def knows(self, stem: str) -> bool:
-        """True if any chunk contains the stem."""
-        return stem in self._doc_freq
-
     def knows_word(self, variants: set[str]) -> bool:
         """True if any chunk contains the word with these stems, alone or as a German compound's head.
 
