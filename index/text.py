@@ -212,8 +212,9 @@ def word_stems(word: str) -> set[str]:
     A German past participle also gives its stem without the ``ge-``
     ("gegründet" -> ``grund``, as in "gründete" and "Mitgründer").
     """
-    result = {_fold(_stemmer(language).stemWord(word)) for language in LANGUAGES}
-    german = _fold(_stemmer("de").stemWord(word))
+    by_language = {language: _fold(_stemmer(language).stemWord(word)) for language in LANGUAGES}
+    result = set(by_language.values())
+    german = by_language.get("de", "")
     if german.startswith("ge") and len(german) >= 6:
         result.add(german[2:])
     return result
