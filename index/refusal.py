@@ -34,11 +34,12 @@ Answer types (a date, a number) never refuse: they only re-rank sentences
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -212,24 +213,39 @@ def pseudo_question(sentence: str, rng: random.Random) -> str:
     return " ".join(tokens[i] for i in keep)
 
 
+def calibration_sentences(chunks: Iterable[StoredChunk], policy: RefusalPolicy) -> list[str]:
+    """The corpus sentences calibration draws its pseudo-questions from.
+
+    The distinct sentences of at least ``min_sentence_words`` words with the
+    smallest SHA-256 digests: a fixed pseudo-random sample that depends only
+    on the content, not on the order of the chunks, and that moves little when
+    an article is added (a new sentence enters only if its digest is among
+    the smallest), so the pseudo-questions of the last run can be reused.
+    """
+    distinct = {s for c in chunks for s in chunk_sentences(c.text) if len(s.split()) >= policy.min_sentence_words}
+    return sorted(distinct, key=_digest)[: policy.calibration_samples]
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
 def calibrate(store: ChunkStore, embed_queries: Callable[[list[str]], np.ndarray],
-              policy: RefusalPolicy | None = None, chunks: Sequence[StoredChunk] | None = None) -> Calibration:
+              policy: RefusalPolicy | None = None, chunks: Iterable[StoredChunk] | None = None) -> Calibration:
     """The collection's thresholds, from pseudo-questions drawn from its own sentences.
 
-    Deterministic for a given content (chunks are sampled in id order with a
-    fixed seed). The pseudo-questions are embedded as queries (in one batch) and each is searched in
-    the store like a real question; the threshold is the
+    Deterministic for a given content (see :func:`calibration_sentences`;
+    each pseudo-question's words are drawn with its sentence's digest as the
+    seed). The pseudo-questions are embedded as queries (in one batch) and
+    each is searched in the store like a real question; the threshold is the
     ``false_refusal_rate`` quantile of their best cosines. A small corpus
     gives few samples, so the quantile is blended with the model's prior in
     proportion to the number of samples.
     """
     p = policy or RefusalPolicy()
     started = time.perf_counter()
-    pool = sorted(chunks if chunks is not None else store.iter_chunks(), key=lambda c: c.chunk_id)
-    rng = random.Random(0)  # noqa: S311 - a reproducible sample, not a secret
-    sentences = [s for c in pool for s in chunk_sentences(c.text) if len(s.split()) >= p.min_sentence_words]
-    rng.shuffle(sentences)
-    questions = [pseudo_question(sentence, rng) for sentence in sentences[: p.calibration_samples]]
+    sentences = calibration_sentences(chunks if chunks is not None else store.iter_chunks(), p)
+    questions = [pseudo_question(s, random.Random(_digest(s))) for s in sentences]  # noqa: S311 - reproducible
     scores = []
     for vector in embed_queries(questions) if questions else []:  # one batch: several times faster
         hits = store.query(vector.tolist(), 1)

@@ -11,13 +11,13 @@ import bisect
 import json
 import logging
 import math
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import bm25s
 import numpy as np
@@ -57,20 +57,26 @@ class Retrieval:
     keywords: KeywordIndex
 
 
-_CACHE_FORMAT = "casebot-keywords-1"
+_CACHE_FORMAT = "casebot-keywords-2"
+_CHUNKS_FILE = "chunks.json"
 
 
-def _write_keyword_cache(file: IO[str], keywords: KeywordIndex) -> None:
+def _write_keyword_cache(folder: Path, keywords: KeywordIndex) -> None:
+    """Write ``keywords`` into the new folder ``folder``: chunks with their stems, and the BM25 arrays."""
     rows = [
-        {"id": c.chunk_id, "text": c.text, "metadata": c.metadata, "stems": tokens}
+        {"id": c.chunk_id, "text": c.text, "metadata": c.metadata, "stems": " ".join(tokens)}
         for c, tokens in zip(keywords.chunks, keywords.stemmed)
     ]
-    json.dump({"format": _CACHE_FORMAT, "chunks": rows}, file, ensure_ascii=False, separators=(",", ":"))
+    with (folder / _CHUNKS_FILE).open("w", encoding="utf-8") as file:
+        json.dump({"format": _CACHE_FORMAT, "chunks": rows}, file, ensure_ascii=False, separators=(",", ":"))
+    if keywords.bm25 is not None:
+        keywords.bm25.save(str(folder / "bm25"), show_progress=False)
+    private_dir(folder, recursive=True)
 
 
-def _read_keyword_cache(path: Path) -> KeywordIndex:
-    """Load a cache file, checking every field's type (raises ValueError/TypeError/KeyError if odd)."""
-    with path.open(encoding="utf-8") as file:
+def _read_chunks(folder: Path) -> tuple[list[StoredChunk], list[list[str]]]:
+    """A cache folder's chunks and stems, checking every field's type (raises ValueError/TypeError/KeyError)."""
+    with (folder / _CHUNKS_FILE).open(encoding="utf-8") as file:
         data = json.load(file)
     if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
         raise ValueError("not a keyword index cache")
@@ -79,12 +85,23 @@ def _read_keyword_cache(path: Path) -> KeywordIndex:
     for row in data["chunks"]:
         chunk_id, text, metadata, tokens = row["id"], row["text"], row["metadata"], row["stems"]
         if not (isinstance(chunk_id, str) and isinstance(text, str) and isinstance(metadata, dict)
-                and isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
+                and isinstance(tokens, str)
                 and all(isinstance(v, str | int | float | bool) for v in metadata.values())):
             raise TypeError("unexpected field types in the keyword index cache")
         chunks.append(StoredChunk(chunk_id, text, metadata))
-        stemmed.append(tokens)
-    return KeywordIndex(chunks, stemmed)
+        stemmed.append(tokens.split())
+    return chunks, stemmed
+
+
+def _read_keyword_cache(folder: Path) -> KeywordIndex:
+    """Load a cache folder; its BM25 arrays are read with numpy, without pickle."""
+    chunks, stemmed = _read_chunks(folder)
+    bm25 = None
+    if chunks:
+        bm25 = bm25s.BM25.load(str(folder / "bm25"), allow_pickle=False)
+        if bm25.scores.get("num_docs") != len(chunks):
+            raise ValueError("the BM25 arrays do not match the chunks")
+    return KeywordIndex(chunks, stemmed, bm25)
 
 
 def reciprocal_rank_fusion(rankings: dict[str, Sequence[str]], k: int = 60,
@@ -113,8 +130,9 @@ class KeywordIndex:
     language (see :func:`index.text.query_stems`).
     """
 
-    def __init__(self, chunks: Iterable[StoredChunk], stemmed: Sequence[list[str]] | None = None) -> None:
-        """Index ``chunks``; ``stemmed`` (their stems, from the cache) saves stemming them again."""
+    def __init__(self, chunks: Iterable[StoredChunk], stemmed: Sequence[list[str]] | None = None,
+                 bm25: bm25s.BM25 | None = None) -> None:
+        """Index ``chunks``; ``stemmed`` (their stems) and ``bm25`` (their index, from the cache) save work."""
         self.chunks: list[StoredChunk] = []
         self.stemmed: list[list[str]] = []
         corpus: list[list[str]] = []
@@ -134,10 +152,10 @@ class KeywordIndex:
                 compounding.update(tokens)
         self._doc_freq = doc_freq
         self._reversed = sorted(stem[::-1] for stem in compounding)  # compound heads (see knows_word)
-        self._bm25: bm25s.BM25 | None = None
-        if corpus:
-            self._bm25 = bm25s.BM25()
-            self._bm25.index(corpus, show_progress=False)
+        self.bm25 = bm25
+        if corpus and bm25 is None:
+            self.bm25 = bm25s.BM25()
+            self.bm25.index(corpus, show_progress=False)
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -166,9 +184,9 @@ class KeywordIndex:
 
     def search(self, question_stems: list[str], top_k: int) -> list[tuple[StoredChunk, float]]:
         """The ``top_k`` best BM25 matches with a positive score."""
-        if self._bm25 is None or not question_stems:
+        if self.bm25 is None or not question_stems:
             return []
-        scores = self._bm25.get_scores(question_stems)
+        scores = self.bm25.get_scores(question_stems)
         k = min(top_k, len(scores))
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
@@ -236,34 +254,65 @@ class HybridRetriever:
         The file name carries the collection's id (new after a rebuild) and
         its generation (bumped before and after every write), so a stale
         file is never used, and nothing is cached while a write is in
-        progress. The file is JSON (chunks and their stems; BM25 is rebuilt
-        from the stems), never pickle: a file planted in the data dir must
-        not be able to run code.
+        progress. The folder holds JSON (chunks and their stems) and bm25s's
+        own arrays (``.npy``, read with ``allow_pickle=False``), never a
+        pickle: a file planted in the data dir must not be able to run code.
         """
         if self._cache_dir is None:
             return KeywordIndex(self._store.iter_chunks())
         prefix = f"keywords-{self._store.identity()}-"
-        path = self._cache_dir / f"{prefix}{generation}.json"
-        if path.is_file():
+        folder = self._cache_dir / f"{prefix}{generation}"
+        if folder.is_dir():
             try:
-                return _read_keyword_cache(path)
+                return _read_keyword_cache(folder)
             except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
-                log.warning("ignoring a damaged keyword index cache %s (%s)", path.name, type(error).__name__)
-        keywords = KeywordIndex(self._store.iter_chunks())
+                log.warning("replacing a damaged keyword index cache %s (%s)", folder.name, type(error).__name__)
+                shutil.rmtree(folder, ignore_errors=True)
+        chunks = list(self._store.iter_chunks())
+        keywords = KeywordIndex(chunks, self._reuse_stems(chunks, prefix, folder))
         if generation != self._store.generation() or self._store.writing():
             return keywords  # the store changed while reading: do not cache a mixed state
         try:
             private_dir(self._cache_dir)
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self._cache_dir, suffix=".tmp",
-                                             delete=False) as tmp:  # created 0600
+            tmp = Path(tempfile.mkdtemp(prefix=".keywords-", dir=self._cache_dir))  # created 0700
+            try:
                 _write_keyword_cache(tmp, keywords)
-            Path(tmp.name).replace(path)
-            for old in [*self._cache_dir.glob(f"{prefix}*.json"), *self._cache_dir.glob("keywords-*.pickle")]:
-                if old != path:
-                    old.unlink(missing_ok=True)
+                tmp.rename(folder)  # atomic; fails if another process cached this generation first
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not folder.is_dir():
+                    raise
+            abandoned = time.time() - 3600  # the temporary folders of runs that were killed while writing
+            for old in [*self._cache_dir.glob("keywords-*"), *self._cache_dir.glob(".keywords-*")]:
+                if old == folder or (old.name.startswith(".") and old.stat().st_mtime > abandoned):
+                    continue
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
         except OSError as error:
             log.warning("could not cache the keyword index: %s", error)
         return keywords
+
+    def _reuse_stems(self, chunks: list[StoredChunk], prefix: str, current: Path) -> list[list[str]]:
+        """The chunks' stems, taken from an older generation's cache where the text and language are the same.
+
+        After adding one article to a large case, stemming every chunk again
+        would be most of the cost of rebuilding the keyword index.
+        """
+        known: dict[tuple[str, str], list[str]] = {}
+        for folder in self._cache_dir.glob(f"{prefix}*") if self._cache_dir is not None else []:
+            if folder != current and folder.is_dir():
+                try:
+                    old_chunks, old_stems = _read_chunks(folder)
+                except (OSError, ValueError, TypeError, KeyError) as error:
+                    log.info("not reusing the keyword cache %s (%s)", folder.name, type(error).__name__)
+                    continue
+                known.update(((c.text, str(c.metadata.get("language", "de"))), t)
+                             for c, t in zip(old_chunks, old_stems))
+        result = []
+        for chunk in chunks:
+            language = str(chunk.metadata.get("language", "de"))
+            tokens = known.get((chunk.text, language))
+            result.append(tokens if tokens is not None else stems(chunk.text, language))
+        return result
 
     def invalidate(self) -> None:
         """Force a generation check on the next query (after a local re-index)."""

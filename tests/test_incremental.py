@@ -124,17 +124,36 @@ def test_keyword_index_cache_follows_the_store(tmp_path: Path, articles: Path) -
     build_services(settings).case.index()
     cache = tmp_path / "data" / "cache"
     assert "EDÖB" in build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?").text
-    (first,) = cache.glob("keywords-*.json")
+    (first,) = cache.glob("keywords-*")
 
     (articles / "neu.md").write_text(NEW, encoding="utf-8")
     build_services(settings).case.index()
     fresh = build_services(settings)  # a new process: must not use the old generation's file
     assert "Seestern Aurora" in fresh.case.ask("Wie heißt das Schiff der Reederei?").text
-    (second,) = cache.glob("keywords-*.json")
+    (second,) = cache.glob("keywords-*")
     assert second != first
 
-    second.write_bytes(b"not json")
+    (second / "chunks.json").write_bytes(b"not json")
     assert "Seestern Aurora" in build_services(settings).case.ask("Wie heißt das Schiff der Reederei?").text
+
+
+def test_keyword_index_after_an_addition_equals_one_built_from_scratch(tmp_path: Path, articles: Path) -> None:
+    from index.retrieve import KeywordIndex
+    from index.text import query_stems
+
+    settings = make_settings(tmp_path / "data", articles)
+    build_services(settings).case.index()
+    (articles / "neu.md").write_text(NEW, encoding="utf-8")
+    build_services(settings).case.index()  # reuses the first generation's stems, saves BM25's arrays
+    reader = build_services(settings)  # a new process: loads that cache folder
+    cached = reader.case.answerer._retriever.keyword_index()  # type: ignore[attr-defined]
+    scratch = KeywordIndex(reader.case._store.iter_chunks())
+    assert [c.chunk_id for c in cached.chunks] == [c.chunk_id for c in scratch.chunks]
+    assert cached.stemmed == scratch.stemmed
+    for question in ("Wie heißt das Schiff der Reederei?", "Welche Behörde hat Mitto ins Visier genommen?"):
+        found = [(c.chunk_id, round(score, 5)) for c, score in cached.search(query_stems(question), 10)]
+        assert found and found == [(c.chunk_id, round(score, 5)) for c, score in scratch.search(
+            query_stems(question), 10)]
 
 
 def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path) -> None:
@@ -156,8 +175,9 @@ def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path)
 
     name = f"keywords-{store.identity()}-{store.generation()}"
     (cache / f"{name}.pickle").write_bytes(pickle.dumps(Planted()))
-    (cache / f"{name}.json").write_text(json.dumps(
-        {"format": "casebot-keywords-1", "chunks": [{"id": 1, "text": {}, "metadata": [], "stems": [2]}]}))
+    (cache / name).mkdir(exist_ok=True)
+    (cache / name / "chunks.json").write_text(json.dumps(
+        {"format": "casebot-keywords-2", "chunks": [{"id": 1, "text": {}, "metadata": [], "stems": [2]}]}))
     answer = build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?")
     assert "EDÖB" in answer.text  # the odd JSON was ignored and the index rebuilt from the store
     assert not marker.exists()
@@ -173,7 +193,9 @@ def test_index_files_are_private(tmp_path: Path, articles: Path) -> None:
     assert data.stat().st_mode & 0o777 == 0o700  # an existing 0755 folder is tightened
     for folder in (data / "chroma", data / "cache"):
         assert folder.stat().st_mode & 0o777 == 0o700, folder
-    for file in (data / "index.lock", data / "serving.lock", *(data / "cache").glob("keywords-*.json")):
+    keyword_files = [f for f in (data / "cache").glob("keywords-*/**/*") if f.is_file()]
+    assert keyword_files
+    for file in (data / "index.lock", data / "serving.lock", *keyword_files):
         assert file.stat().st_mode & 0o777 == 0o600, file
     # Chroma's own database, created with the process umask, is tightened too.
     assert (data / "chroma" / "chroma.sqlite3").stat().st_mode & 0o777 == 0o600

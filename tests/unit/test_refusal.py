@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from index.answer import _LEANS_BACK, answer_type, has_type
-from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, pseudo_question
+from index.embeddings import QueryVectorCache
+from index.refusal import (
+    Calibration,
+    RefusalDecider,
+    RefusalPolicy,
+    calibrate,
+    calibration_sentences,
+    pseudo_question,
+)
 from index.retrieve import KeywordIndex, Passage, Retrieval
 from index.store import StoredChunk
 
@@ -209,3 +217,38 @@ def test_a_reader_without_a_stored_calibration_computes_one_but_never_writes(dem
 )
 def test_a_sentence_that_refers_back_brings_its_predecessor(sentence: str, leans_back: bool) -> None:
     assert bool(_LEANS_BACK.search(sentence)) is leans_back
+
+
+def _chunks(n: int, offset: int = 0) -> list[StoredChunk]:
+    return [StoredChunk(f"k-{i}", f"Satz Nummer {i} erzählt von der Firma Beispiel{i} und ihrem Werk in Ort{i}.",
+                        {"language": "de"}) for i in range(offset, offset + n)]
+
+
+def test_calibration_sample_moves_little_when_an_article_is_added() -> None:
+    policy = RefusalPolicy(calibration_samples=40)
+    before = calibration_sentences(_chunks(200), policy)
+    after = calibration_sentences(list(reversed(_chunks(200))) + _chunks(10, offset=200), policy)
+    assert len(before) == len(after) == 40
+    assert len(set(before) - set(after)) <= 10  # only sentences displaced by the 10 new ones
+    assert calibration_sentences(_chunks(200) + _chunks(200), policy) == before  # duplicates count once
+
+
+def test_query_vector_cache_embeds_only_queries_it_has_not_seen(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def embed(queries: list[str]) -> np.ndarray:
+        calls.append(list(queries))
+        return np.asarray([[len(q), q.count("a"), 1.0] for q in queries], dtype=np.float32)
+
+    path = tmp_path / "cache" / "queries.npz"
+    first = QueryVectorCache(embed, path)(["alpha", "beta", "gamma"])
+    again = QueryVectorCache(embed, path)(["gamma", "alpha", "delta"])  # a new process: read from the file
+    assert calls == [["alpha", "beta", "gamma"], ["delta"]]
+    assert np.array_equal(again[0], first[2]) and np.array_equal(again[1], first[0])
+    assert np.array_equal(again[2], embed(["delta"])[0])
+    with np.load(path, allow_pickle=False) as data:
+        assert len(data["keys"]) == 3  # only the last call's queries are kept
+    path.write_bytes(b"not an npz")
+    calls.clear()
+    assert np.array_equal(QueryVectorCache(embed, path)(["alpha"])[0], first[0])
+    assert calls == [["alpha"]]  # a damaged file costs embedding again, not an error
