@@ -15,6 +15,7 @@ from index.refusal import (
     RefusalDecider,
     RefusalPolicy,
     calibrate,
+    calibration_questions,
     calibration_sentences,
     pseudo_question,
 )
@@ -54,6 +55,9 @@ CALIBRATION = Calibration(same_language=0.82, cross_language=0.78, samples=100)
         # Same topic, missing fact: the focus ("Geschäftsführer", "Umsatz") is unknown to the
         # corpus and absent from the passages while the topic score is only just enough.
         ("Wer ist der Geschäftsführer von Nordlicht und wie hoch ist der Umsatz?", 0.83, "a", "de",
+         "missing-fact"),
+        # The more of the focus the corpus has never seen, the further above the threshold this reaches.
+        ("Wer ist der Geschäftsführer von Nordlicht und wie hoch ist der Umsatz?", 0.848, "a", "de",
          "missing-fact"),
         # The same focus with a clearly strong topic score is left to the answer.
         ("Wer ist der Geschäftsführer von Nordlicht und wie hoch ist der Umsatz?", 0.90, "a", "de", None),
@@ -252,3 +256,13 @@ def test_query_vector_cache_embeds_only_queries_it_has_not_seen(tmp_path: Path) 
     calls.clear()
     assert np.array_equal(QueryVectorCache(embed, path)(["alpha"])[0], first[0])
     assert calls == [["alpha"]]  # a damaged file costs embedding again, not an error
+
+
+def test_a_few_sentences_give_several_pseudo_questions_each() -> None:
+    sentences = [c.text for c in _chunks(5)]
+    questions = calibration_questions(sentences, 30)
+    assert questions == calibration_questions(sentences, 30)  # reproducible
+    assert len(questions) == len(set(questions)) > len(sentences)
+    assert questions[: len(sentences)] == calibration_questions(sentences, len(sentences))  # first draw first
+    assert len(calibration_questions(sentences * 10, 12)) <= 12
+    assert calibration_questions([], 30) == []
