@@ -251,6 +251,8 @@ class Indexer:
                     self._store.remove_chunks(torn)
                 self._write(todo, report, progress, total=len(articles), done=report.unchanged)
                 self._store.end_write()
+                if report.updated or (prune and (gone or torn)):
+                    self._prune_sentences()
         report.seconds = time.perf_counter() - started
         log.info("index: %s (%d chunks, %.1fs)", report.summary(), report.chunks, report.seconds)
         return report
@@ -350,6 +352,18 @@ class Indexer:
             else:
                 report.added += 1
 
+
+    def _prune_sentences(self) -> None:
+        """Delete the sentence vectors that only edited or removed articles had.
+
+        Done after the write is complete (a kill before it only leaves
+        unused vectors for the next such run), and only when an article was
+        updated or removed: an added article takes nothing away.
+        """
+        started = time.perf_counter()
+        live = {t.strip() for c in self._store.iter_chunks() for t in chunk_sentences(c.text)}
+        deleted = self._store.prune_sentences({s for s in live if s})
+        log.info("sentence vectors: %d of removed text deleted in %.1fs", deleted, time.perf_counter() - started)
 
     def _store_sentences(self, chunks: Sequence[Chunk]) -> None:
         """Embed the sentences of ``chunks`` that have no stored vector yet, and store them.

@@ -513,6 +513,35 @@ class ChunkStore:
                     with self._lock:
                         self._sentences = None
 
+    def prune_sentences(self, live: set[str]) -> int:
+        """Delete the stored sentence vectors whose sentence no stored chunk has any more.
+
+        ``live`` holds the sentences of every chunk in the store. Vectors are
+        content-addressed and never stale, but without this the vectors of
+        edited and removed articles (an uploaded draft, too) would stay
+        forever. Returns how many were deleted. An indexer's write.
+        """
+        collection = self._sentence_collection(create=False)
+        if collection is None:
+            return 0
+        keep = {sentence_key(self._fingerprint, sentence) for sentence in live}
+        stale: list[str] = []
+        offset = 0
+        try:
+            while True:
+                ids = collection.get(include=[], limit=_PAGE, offset=offset)["ids"]
+                if not ids:
+                    break
+                stale += [key for key in ids if key not in keep]
+                offset += len(ids)
+            for start in range(0, len(stale), _SENTENCE_PAGE):
+                collection.delete(ids=stale[start:start + _SENTENCE_PAGE])
+        except Exception as exc:
+            if _is_not_found(exc):  # dropped by a --rebuild in between: nothing left to prune
+                return 0
+            raise self._unavailable("prune sentence vectors", exc) from exc
+        return len(stale)
+
     def _drop_sentences(self) -> None:
         with self._lock:
             self._sentences = None

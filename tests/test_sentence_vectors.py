@@ -108,11 +108,10 @@ def test_a_changed_sentence_is_never_served_an_old_vector_and_a_rebuild_drops_th
     current = all_sentences(store)
     assert new in current and old not in current
     assert store.missing_sentences(current) == []  # the new text has its own vector ...
-    assert store.sentence_vectors([old])  # ... and the old one, under its own text, is only unused
+    assert store.sentence_vectors([old]) == {}  # ... and the edited-away sentence's is deleted
 
     services.case.index(rebuild=True)
-    assert store.sentence_vectors([old]) == {}  # dropped with the chunks, then rebuilt for the current text
-    assert store.missing_sentences(current) == []
+    assert store.missing_sentences(current) == []  # dropped with the chunks, then rebuilt for the current text
     # The reader follows the dropped collection and answers as a fresh process does.
     reader.case.answerer.clear_sentence_cache()  # type: ignore[attr-defined]
     fresh = build_services(settings)
@@ -138,3 +137,28 @@ def test_unreadable_sentence_vectors_are_embedded_instead(tmp_path: Path, articl
         services.case.answerer.clear_sentence_cache()  # type: ignore[attr-defined]
         assert services.case.ask(QUESTIONS[0]).as_dict() == expected
     assert len(batches) == 2 and len(reads) == 1  # embedded each time, the failing read tried once
+
+
+def test_removing_an_article_deletes_the_vectors_of_its_sentences_only(tmp_path: Path, articles: Path) -> None:
+    settings = make_settings(tmp_path / "data", articles)
+    services = build_services(settings)
+    first, second = sorted(articles.glob("*.md"))
+    shared = "Dieser Satz steht in beiden Artikeln und muss nach dem Entfernen des einen bleiben."
+    for file in (first, second):
+        file.write_text(file.read_text(encoding="utf-8").rstrip() + "\n\n" + shared + "\n", encoding="utf-8")
+    services.case.index()
+    store = store_of(services)
+    before = all_sentences(store)
+    first_text = first.read_text(encoding="utf-8")
+    only_first = [s for s in before if s in first_text and s not in second.read_text(encoding="utf-8")]
+    assert only_first and shared in before
+
+    first.unlink()
+    report = services.case.index(prune=True)
+    assert report.removed == 1
+    after = all_sentences(store)
+    assert shared in after
+    assert store.sentence_vectors(only_first) == {}
+    assert set(store.sentence_vectors(after)) == set(after)
+    count = store._sentence_collection(create=False).count()  # type: ignore[union-attr]
+    assert count == len([s for s in after if s])  # nothing but the remaining article's sentences is left
