@@ -54,6 +54,32 @@ def test_unchanged_changed_added_and_pruned(tmp_path: Path, articles: Path) -> N
     assert len(case.sources()) == 2
 
 
+def test_recalibration_after_an_addition_embeds_only_the_new_pseudo_questions(
+        tmp_path: Path, articles: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from index.refusal import Calibration
+
+    services = build_services(make_settings(tmp_path / "data", articles))
+    retriever = services.case.answerer._retriever  # type: ignore[attr-defined]
+    embedded: list[int] = []
+    original = retriever.embed_queries
+
+    def counted(queries: list[str]) -> object:
+        embedded.append(len(queries))
+        return original(queries)
+
+    monkeypatch.setattr(retriever, "embed_queries", counted)
+    services.case.index()
+    first = Calibration.from_json(services.case._store.calibration())
+    assert first is not None and sum(embedded) > 100  # every pseudo-question of a new index is embedded
+    embedded.clear()
+
+    (articles / "neu.md").write_text(NEW, encoding="utf-8")
+    services.case.index()
+    second = Calibration.from_json(services.case._store.calibration())
+    assert second is not None and second.generation > first.generation  # recalibrated ...
+    assert 0 < sum(embedded) <= 8  # ... embedding only the new sentence's draws, not all again
+
+
 def test_a_crash_mid_write_is_finished_by_the_next_run(tmp_path: Path, articles: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     services = build_services(make_settings(tmp_path / "data", articles))
