@@ -283,10 +283,17 @@ class HybridRetriever:
                 if not folder.is_dir():
                     raise
             abandoned = time.time() - 3600  # the temporary folders of runs that were killed while writing
-            for old in [*self._cache_dir.glob("keywords-*"), *self._cache_dir.glob(".keywords-*")]:
-                if old == folder or (old.name.startswith(".") and old.stat().st_mtime > abandoned):
-                    continue
-                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+            # Other generations of this collection, files of the older formats (JSON, pickle) and
+            # abandoned temporary folders; other collections sharing the data dir keep theirs.
+            stale = [*self._cache_dir.glob(f"{prefix}*"), *self._cache_dir.glob("keywords-*.json"),
+                     *self._cache_dir.glob("keywords-*.pickle"), *self._cache_dir.glob(".keywords-*")]
+            for old in stale:
+                try:
+                    if old == folder or (old.name.startswith(".") and old.stat().st_mtime > abandoned):
+                        continue
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+                except FileNotFoundError:
+                    pass  # another process renamed or removed it first
         except OSError as error:
             log.warning("could not cache the keyword index: %s", error)
         return keywords
