@@ -182,6 +182,19 @@ def test_keyword_index_after_an_addition_equals_one_built_from_scratch(tmp_path:
             query_stems(question), 10)]
 
 
+def test_two_cases_in_one_data_dir_keep_their_own_keyword_caches(tmp_path: Path, articles: Path) -> None:
+    other = tmp_path / "other-case"
+    other.mkdir()
+    (other / "neu.md").write_text(NEW, encoding="utf-8")
+    build_services(make_settings(tmp_path / "data", articles)).case.index()
+    build_services(make_settings(tmp_path / "data", other)).case.index()
+    cache = tmp_path / "data" / "cache"
+    assert len(list(cache.glob("keywords-*"))) == 2  # the second case did not delete the first one's
+    (articles / "neu.md").write_text(NEW, encoding="utf-8")
+    build_services(make_settings(tmp_path / "data", articles)).case.index()
+    assert len(list(cache.glob("keywords-*"))) == 2  # a new generation replaces only its own case's
+
+
 def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path) -> None:
     import json
     import os
