@@ -195,6 +195,20 @@ def test_two_cases_in_one_data_dir_keep_their_own_keyword_caches(tmp_path: Path,
     assert len(list(cache.glob("keywords-*"))) == 2  # a new generation replaces only its own case's
 
 
+def test_planted_bm25_parameters_only_cost_a_rebuild(tmp_path: Path, articles: Path) -> None:
+    import json
+
+    settings = make_settings(tmp_path / "data", articles)
+    build_services(settings).case.index()
+    (folder,) = (tmp_path / "data" / "cache").glob("keywords-*")
+    params = folder / "bm25" / "params.index.json"
+    planted = {**json.loads(params.read_text()), "backend": "numba"}  # an import this machine cannot do
+    params.write_text(json.dumps(planted))
+    answer = build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?")
+    assert "EDÖB" in answer.text
+    assert json.loads(params.read_text()).get("backend") != "numba"  # the damaged folder was replaced
+
+
 def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path) -> None:
     import json
     import os
