@@ -246,7 +246,7 @@ class QueryVectorCache:
                 if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors):
                     raise ValueError("keys and vectors do not match")
                 return {str(k): v.astype(np.float32) for k, v in zip(keys, vectors)}
-        except (OSError, ValueError, KeyError) as error:
+        except Exception as error:  # damaged or planted (a broken zip raises BadZipFile): embed again
             log.warning("ignoring a damaged query vector cache %s (%s)", self._path.name, type(error).__name__)
             return {}
 

@@ -256,6 +256,8 @@ def test_query_vector_cache_embeds_only_queries_it_has_not_seen(tmp_path: Path) 
     calls.clear()
     assert np.array_equal(QueryVectorCache(embed, path)(["alpha"])[0], first[0])
     assert calls == [["alpha"]]  # a damaged file costs embedding again, not an error
+    path.write_bytes(b"PK\x03\x04" + b"\x00" * 40)  # the start of a zip, and nothing after it
+    assert np.array_equal(QueryVectorCache(embed, path)(["alpha"])[0], first[0])
 
 
 def test_a_few_sentences_give_several_pseudo_questions_each() -> None:
