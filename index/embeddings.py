@@ -22,6 +22,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import PrivateAttr
 
 from index.errors import CasebotError
+from index.files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +255,8 @@ class QueryVectorCache:
         if self._path is None:
             return
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self._path.parent, suffix=".npz", delete=False) as tmp:
+            private_dir(self._path.parent)
+            with tempfile.NamedTemporaryFile(dir=self._path.parent, suffix=".npz", delete=False) as tmp:  # 0600
                 np.savez(tmp, keys=np.asarray(keys), vectors=vectors)
             Path(tmp.name).replace(self._path)
         except OSError as error:  # a read-only data dir costs speed, not answers

@@ -252,6 +252,7 @@ def test_query_vector_cache_embeds_only_queries_it_has_not_seen(tmp_path: Path) 
     assert np.array_equal(again[2], embed(["delta"])[0])
     with np.load(path, allow_pickle=False) as data:
         assert len(data["keys"]) == 3  # only the last call's queries are kept
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     path.write_bytes(b"not an npz")
     calls.clear()
     assert np.array_equal(QueryVectorCache(embed, path)(["alpha"])[0], first[0])
