@@ -18,6 +18,7 @@ neighbour is quoted too.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tempfile
 import threading
@@ -31,11 +32,14 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.chunking import chunk_sentences
 from index.embeddings import QueryVectorCache, embedding_identity
+from index.files import private_dir
 from index.prompts import PromptLibrary
 from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, focus_weights
 from index.retrieve import HybridRetriever, Passage, Retrieval
 from index.store import ChunkStore
 from index.text import LANGUAGES, detect_language, stems, supports
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -225,10 +229,16 @@ class ExtractiveAnswerer:
                     pass  # a damaged cache file is recomputed below
         vectors = np.asarray(self._embedding.get_text_embedding_batch(texts), dtype=np.float32)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
-                np.save(tmp, vectors)
-            Path(tmp.name).replace(path)
+            try:
+                private_dir(path.parent)
+                with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:  # 0600
+                    np.save(tmp, vectors)
+                Path(tmp.name).replace(path)
+                for old in path.parent.glob(f"offtopic-{language}-*.npy"):  # another model's or older texts'
+                    if old != path:
+                        old.unlink(missing_ok=True)
+            except OSError as error:  # a read-only data dir costs half a second per process, not the answer
+                log.warning("could not cache the off-topic reference vectors: %s", error)
         with self._lock:
             self._reference[language] = vectors
         return vectors

@@ -209,6 +209,27 @@ def test_planted_bm25_parameters_only_cost_a_rebuild(tmp_path: Path, articles: P
     assert json.loads(params.read_text()).get("backend") != "numba"  # the damaged folder was replaced
 
 
+def test_an_unwritable_cache_folder_costs_speed_not_answers(tmp_path: Path, articles: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cache").write_text("not a folder")  # every cache write fails (root ignores permissions)
+    services = build_services(make_settings(data, articles))
+    services.case.index()
+    answer = services.case.ask("Welche Behörde hat Mitto ins Visier genommen?")
+    assert "EDÖB" in answer.text and answer.citations
+    assert build_services(make_settings(data, articles)).case.ask("Wie wird das Wetter morgen?").refused
+
+
+def test_stale_reference_vector_files_are_replaced(tmp_path: Path, articles: Path) -> None:
+    cache = tmp_path / "data" / "cache"
+    cache.mkdir(parents=True)
+    (cache / "offtopic-de-0000000000000000.npy").write_bytes(b"from another model")
+    services = build_services(make_settings(tmp_path / "data", articles))
+    services.case.index()
+    assert [p.name for p in cache.glob("offtopic-de-*.npy")] != ["offtopic-de-0000000000000000.npy"]
+    assert len(list(cache.glob("offtopic-de-*.npy"))) == 1
+
+
 def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path) -> None:
     import json
     import os
