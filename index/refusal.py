@@ -190,6 +190,10 @@ class RefusalDecider:
         evidence = self.evidence(question, retrieval, calibration)
         if evidence is None:
             return Refusal("empty")
+        return self.judge(evidence)
+
+    def judge(self, evidence: Evidence) -> Refusal | None:
+        """The decision on one question's scores (also used to replay a policy on stored scores)."""
         scores = evidence.scores()
         p = self.policy
         threshold = evidence.threshold
