@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -42,8 +40,8 @@ from index.refusal import (  # noqa: E402
     Evidence,
     RefusalDecider,
     RefusalPolicy,
-    calibration_questions,
-    calibration_sentences,
+    pseudo_question_scores,
+    thresholds,
 )
 from index.text import detect_language  # noqa: E402
 
@@ -78,9 +76,8 @@ def record(suite: Suite, work: Path, policy: RefusalPolicy) -> Recorded:
     # Analysis only: the answerer's parts, to score the same answers under other thresholds.
     retriever, store, decider = answerer._retriever, answerer._store, answerer._decider
     assert store is not None
-    sentences = calibration_sentences(retriever.keyword_index().chunks, policy)
-    questions = calibration_questions(sentences, policy.calibration_samples)
-    pseudo = [store.query(v.tolist(), 1)[0][1] for v in retriever.embed_queries(questions)]
+    pseudo, sentences = pseudo_question_scores(store, retriever.embed_queries, policy,
+                                               retriever.keyword_index().chunks)
     open_answerer = ExtractiveAnswerer(retriever, answerer._embedding, answerer._prompts, answerer._policy,
                                        suite.default_language, store=store,
                                        refusal_policy=RefusalPolicy(focus_unknown=2.0))
@@ -96,17 +93,7 @@ def record(suite: Suite, work: Path, policy: RefusalPolicy) -> Recorded:
         joint = result.correct_citations > 0 and not result.refused and result.facts_found == result.facts_total
         recorded.append(Question(titles.get(item.id, ""), item.answerable, evidence, result.refused, joint,
                                  len(result.cited), result.correct_citations))
-    return Recorded(suite.name, recorded, pseudo, len(sentences))
-
-
-def thresholds(r: Recorded, base: RefusalPolicy, rate: float, offset: float) -> tuple[float, float]:
-    """The calibrated (same, cross) thresholds at this quantile and offset, blended as :func:`calibrate` does."""
-    n = min(len(r.pseudo), r.sentences)
-
-    def blended(q: float) -> float:
-        return (n * float(np.quantile(r.pseudo, q)) + base.prior_weight * base.prior_threshold) / (n + base.prior_weight)
-
-    return blended(rate), blended(base.cross_language_rate) + offset
+    return Recorded(suite.name, recorded, pseudo, sentences)
 
 
 def replay(questions: Sequence[Question], decider: RefusalDecider, same: float, cross: float) -> tuple[float, ...]:
@@ -157,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rate, offset, margin in grid:
         decider = RefusalDecider(dataclasses.replace(base, focus_margin=margin))
         for r in recorded:
-            same, cross = thresholds(r, base, rate, offset)
+            same, cross = thresholds(r.pseudo, r.sentences, dataclasses.replace(
+                base, false_refusal_rate=rate, cross_language_offset=offset))
             parts = [r.questions, *halves(r.questions)]
             text = [" / ".join(f"{v:.3f}" for v in replay(part, decider, same, cross)) if part else "—"
                     for part in parts]

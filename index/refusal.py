@@ -260,39 +260,58 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def calibrate(store: ChunkStore, embed_queries: Callable[[list[str]], np.ndarray],
-              policy: RefusalPolicy | None = None, chunks: Iterable[StoredChunk] | None = None) -> Calibration:
-    """The collection's thresholds, from pseudo-questions drawn from its own sentences.
+def pseudo_question_scores(store: ChunkStore, embed_queries: Callable[[list[str]], np.ndarray],
+                           policy: RefusalPolicy, chunks: Iterable[StoredChunk]) -> tuple[list[float], int]:
+    """The best cosine of each of the corpus's pseudo-questions, and the number of sentences they came from.
 
     Deterministic for a given content (see :func:`calibration_sentences`;
     each pseudo-question's words are drawn with its sentence's digest as the
     seed). The pseudo-questions are embedded as queries (in one batch) and
-    each is searched in the store like a real question; the threshold is the
-    ``false_refusal_rate`` quantile of their best cosines. A small corpus
-    gives few samples, so the quantile is blended with the model's prior in
-    proportion to the number of samples.
+    each is searched in the store like a real question.
     """
-    p = policy or RefusalPolicy()
-    started = time.perf_counter()
-    sentences = calibration_sentences(chunks if chunks is not None else store.iter_chunks(), p)
-    questions = calibration_questions(sentences, p.calibration_samples)
+    sentences = calibration_sentences(chunks, policy)
+    questions = calibration_questions(sentences, policy.calibration_samples)
     scores = []
     for vector in embed_queries(questions) if questions else []:  # one batch: several times faster
         hits = store.query(vector.tolist(), 1)
         if hits:
             scores.append(hits[0][1])
-    # Pseudo-questions drawn from the same sentence are not independent: the
-    # prior is weighed against the number of sentences, not of questions.
-    n = min(len(scores), len(sentences))
+    return scores, len(sentences)
+
+
+def thresholds(scores: Sequence[float], sentences: int, policy: RefusalPolicy) -> tuple[float, float]:
+    """The (same-language, cross-language) thresholds these pseudo-question scores give under ``policy``.
+
+    The ``false_refusal_rate`` quantile of the scores (``cross_language_rate``
+    plus the offset for cross-language pairs). A small corpus gives few
+    samples, so the quantile is blended with the model's prior in proportion
+    to the number of samples; pseudo-questions drawn from the same sentence
+    are not independent, so that number counts sentences, not questions.
+    """
+    n = min(len(scores), sentences)
 
     def blended(rate: float) -> float:
-        measured = float(np.quantile(scores, rate)) if n else p.prior_threshold
-        return (n * measured + p.prior_weight * p.prior_threshold) / (n + p.prior_weight)
+        measured = float(np.quantile(scores, rate)) if n else policy.prior_threshold
+        return (n * measured + policy.prior_weight * policy.prior_threshold) / (n + policy.prior_weight)
 
-    same = blended(p.false_refusal_rate)
-    cross = blended(p.cross_language_rate) + p.cross_language_offset
-    calibration = Calibration(same_language=same, cross_language=cross, samples=n,
+    return blended(policy.false_refusal_rate), blended(policy.cross_language_rate) + policy.cross_language_offset
+
+
+def calibrate(store: ChunkStore, embed_queries: Callable[[list[str]], np.ndarray],
+              policy: RefusalPolicy | None = None, chunks: Iterable[StoredChunk] | None = None) -> Calibration:
+    """The collection's thresholds, from pseudo-questions drawn from its own sentences.
+
+    See :func:`pseudo_question_scores` for the samples and :func:`thresholds`
+    for how they become thresholds.
+    """
+    p = policy or RefusalPolicy()
+    started = time.perf_counter()
+    scores, sentences = pseudo_question_scores(store, embed_queries, p,
+                                               chunks if chunks is not None else store.iter_chunks())
+    same, cross = thresholds(scores, sentences, p)
+    calibration = Calibration(same_language=same, cross_language=cross, samples=min(len(scores), sentences),
                               generation=store.generation(), quantile=p.false_refusal_rate)
-    log.info("refusal calibrated on %d pseudo-questions in %.1fs: threshold %.3f (cross-language %.3f)",
-             n, time.perf_counter() - started, calibration.same_language, calibration.cross_language)
+    log.info("refusal calibrated on %d pseudo-questions from %d sentences in %.1fs: threshold %.3f "
+             "(cross-language %.3f)", len(scores), sentences, time.perf_counter() - started,
+             calibration.same_language, calibration.cross_language)
     return calibration
