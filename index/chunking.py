@@ -155,3 +155,12 @@ def chunk_article(article: Article, max_chars: int = 480, overlap: int = 1) -> l
 def chunk_sentences(text: str) -> list[str]:
     """Sentences of a stored chunk's text (inverse of the joining above)."""
     return [s for line in text.split("\n") for s in split_sentences(line)]
+
+
+def sentence_texts(text: str) -> list[str]:
+    """A stored chunk's sentences as the answerer quotes and embeds them: stripped, the empty ones left out.
+
+    The indexer stores one vector per such text, so both sides must cut
+    sentences the same way.
+    """
+    return [s for s in (t.strip() for t in chunk_sentences(text)) if s]

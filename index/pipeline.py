@@ -29,7 +29,7 @@ from pathlib import Path
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.articles import Article, find_article_files, load_article
-from index.chunking import Chunk, article_key, chunk_article, chunk_sentences, key_chunk_id
+from index.chunking import Chunk, article_key, chunk_article, key_chunk_id, sentence_texts
 from index.errors import ArticleError, CasebotError, IndexLockedError
 from index.files import open_private
 from index.store import ArticleRecord, ChunkStore
@@ -361,8 +361,7 @@ class Indexer:
         updated or removed: an added article takes nothing away.
         """
         started = time.perf_counter()
-        live = {t.strip() for c in self._store.iter_chunks() for t in chunk_sentences(c.text)}
-        deleted = self._store.prune_sentences({s for s in live if s})
+        deleted = self._store.prune_sentences({s for c in self._store.iter_chunks() for s in sentence_texts(c.text)})
         log.info("sentence vectors: %d of removed text deleted in %.1fs", deleted, time.perf_counter() - started)
 
     def _store_sentences(self, chunks: Sequence[Chunk]) -> None:
@@ -377,7 +376,7 @@ class Indexer:
         vectors, unless a write was killed in between (then the answerer
         embeds the missing ones itself).
         """
-        sentences = [s for c in chunks for s in (t.strip() for t in chunk_sentences(c.text)) if s]
+        sentences = [s for c in chunks for s in sentence_texts(c.text)]
         todo = self._store.missing_sentences(sentences)
         if todo:
             self._store.add_sentence_vectors(todo, self._embedding.get_text_embedding_batch(todo))

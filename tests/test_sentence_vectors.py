@@ -15,7 +15,7 @@ import pytest
 
 from bot.app import Services, build_services
 from bot.settings import RetrievalSettings
-from index.chunking import chunk_sentences
+from index.chunking import sentence_texts
 from index.errors import StoreUnavailableError
 from index.store import ChunkStore
 from tests.conftest import make_settings
@@ -34,7 +34,7 @@ def store_of(services: Services) -> ChunkStore:
 
 
 def all_sentences(store: ChunkStore) -> list[str]:
-    return list(dict.fromkeys(s.strip() for c in store.iter_chunks() for s in chunk_sentences(c.text)))
+    return list(dict.fromkeys(s for c in store.iter_chunks() for s in sentence_texts(c.text)))
 
 
 def count_embedding_batches(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -161,4 +161,4 @@ def test_removing_an_article_deletes_the_vectors_of_its_sentences_only(tmp_path:
     assert store.sentence_vectors(only_first) == {}
     assert set(store.sentence_vectors(after)) == set(after)
     count = store._sentence_collection(create=False).count()  # type: ignore[union-attr]
-    assert count == len([s for s in after if s])  # nothing but the remaining article's sentences is left
+    assert count == len(after)  # nothing but the remaining article's sentences is left
