@@ -225,16 +225,15 @@ class QueryVectorCache:
         self._path = path
 
     def __call__(self, queries: list[str]) -> np.ndarray:
-        keys = [hashlib.sha256(q.encode("utf-8")).hexdigest() for q in queries]
-        known = self._load()
-        missing = [q for q, k in zip(queries, keys) if k not in known]
-        if missing:
-            for key, vector in zip([k for k in keys if k not in known], self._embed(missing)):
-                known[key] = np.asarray(vector, dtype=np.float32)
         if not queries:
             return np.zeros((0, 0), dtype=np.float32)
+        keys = [hashlib.sha256(q.encode("utf-8")).hexdigest() for q in queries]
+        known = self._load()
+        missing = {k: q for k, q in zip(keys, queries) if k not in known}
+        if missing:
+            known.update(zip(missing, np.asarray(self._embed(list(missing.values())), dtype=np.float32)))
         vectors = np.stack([known[k] for k in keys])
-        if missing or len(known) != len(set(keys)):
+        if len(known) != len(set(keys)) or missing:  # new queries, or old ones to drop
             self._save(keys, vectors)
         return vectors
 
