@@ -10,6 +10,9 @@ question once and scores it with :func:`index.evaluation.score`:
 * ``xquad de-de``, ``en-de``, ``en-en``: ``../shared/eval/xquad-dev`` (see its
   README; the questions marked unanswerable are about Wikipedia articles
   that are not in the corpus);
+* ``later``: ``tests/data/later.jsonl`` on the demo case: Mitto questions
+  written after the refusal and sentence rules were last changed, to test
+  them, never to fit them;
 * ``english``: the project's own English test case (``tests/data/english``)
   with ``tests/data/english.jsonl``.
 
@@ -60,6 +63,7 @@ def suites(shared: Path) -> list[Suite]:
     return [
         Suite("dev", eval_dir / "dev.jsonl", (DEMO_ARTICLES,)),
         Suite("dev+xquad-de", eval_dir / "dev.jsonl", (DEMO_ARTICLES, xquad / "corpus-de")),
+        Suite("later", REPO / "tests" / "data" / "later.jsonl", (DEMO_ARTICLES,)),
         Suite("de-de", xquad / "de-de.jsonl", (xquad / "corpus-de",)),
         Suite("en-de", xquad / "en-de.jsonl", (xquad / "corpus-de",)),
         Suite("en-en", xquad / "en-en.jsonl", (xquad / "corpus-en",), "en"),

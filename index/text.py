@@ -51,7 +51,7 @@ _ABBREVIATIONS = frozenset(
     abs bzw ca co corp dr etc evtl ggf hr fr inc jr jh ltd max min mio mr mrs ms
     mrd nr prof sen sr st str tel usw vgl vs z.b u.a d.h s.o o.ä u.s a.m p.m
     dipl ing mag bspw inkl exkl zb dh ua gen rep sog geb jan feb mär apr jun jul
-    aug sep sept okt oct nov dez dec
+    aug sep sept okt oct nov dez dec al abb bd hrsg vol fig approx dept univ ft mt
     """.split()
 )
 _WORD_WINDOW = 40  # longer than any abbreviation, ordinal or initials run

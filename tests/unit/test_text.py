@@ -27,6 +27,15 @@ def test_sentences_stay_whole_around_abbreviations_and_ordinals() -> None:
     ]
 
 
+def test_citations_and_figure_references_do_not_end_a_sentence() -> None:
+    text = ("Sie wurde von Jones et al. 1998 und Briffa 2000 bestätigt, siehe Abb. 2 und Vol. 3 der Reihe. "
+            "Das Diagramm zeigt es.")
+    assert split_sentences(text) == [
+        "Sie wurde von Jones et al. 1998 und Briffa 2000 bestätigt, siehe Abb. 2 und Vol. 3 der Reihe.",
+        "Das Diagramm zeigt es.",
+    ]
+
+
 def test_language_detection() -> None:
     assert detect_language("Welche Behörde hat Mitto ins Visier genommen?") == "de"
     assert detect_language("Which US senator did Twitter inform?") == "en"
