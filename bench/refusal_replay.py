@@ -61,7 +61,7 @@ class Question:
 class Recorded:
     name: str
     questions: list[Question]
-    pseudo: list[float]  # best cosine of each pseudo-question
+    pseudo: list[tuple[float, float]]  # (passage, sentence) cosines of each pseudo-question
     sentences: int
 
 
@@ -77,7 +77,7 @@ def record(suite: Suite, work: Path, policy: RefusalPolicy) -> Recorded:
     retriever, store, decider = answerer._retriever, answerer._store, answerer._decider
     assert store is not None
     pseudo, sentences = pseudo_question_scores(store, retriever.embed_queries, policy,
-                                               retriever.keyword_index().chunks)
+                                               retriever.keyword_index().chunks, answerer._sentence_vectors)
     open_answerer = ExtractiveAnswerer(retriever, answerer._embedding, answerer._prompts, answerer._policy,
                                        suite.default_language, store=store,
                                        refusal_policy=RefusalPolicy(focus_unknown=2.0))
@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--suites", default="de-de,en-en,en-de")
     parser.add_argument("--rates", default="0.03,0.04,0.05,0.06")
     parser.add_argument("--offsets", default="-0.05,-0.045,-0.04")
-    parser.add_argument("--margins", default="0.02,0.04")
+    parser.add_argument("--margins", default="0.04")
+    parser.add_argument("--weights", default="0,0.25,0.5,0.75", help="sentence weights of the topic score")
     args = parser.parse_args(argv)
     base = RefusalPolicy()
     chosen = [s for s in suites(args.shared) if s.name in args.suites.split(",")]
@@ -137,19 +138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix=f"casebot-replay-{suite.name}-") as tmp:
             log(f"{suite.name}: indexing and recording")
             recorded.append(record(suite, Path(tmp), base))
-    grid = itertools.product(*(map(float, value.split(",")) for value in (args.rates, args.offsets, args.margins)))
-    print("| quantile | cross offset | missing-fact margin | set | all: f+s / refusals / FR / precision "
-          "| title half A | title half B |")
-    print("|---|---|---|---|---|---|---|")
-    for rate, offset, margin in grid:
-        decider = RefusalDecider(dataclasses.replace(base, focus_margin=margin))
+    grid = itertools.product(*(map(float, value.split(","))
+                               for value in (args.weights, args.rates, args.offsets, args.margins)))
+    print("| sentence weight | quantile | cross offset | missing-fact margin | set "
+          "| all: f+s / refusals / FR / precision | title half A | title half B |")
+    print("|---|---|---|---|---|---|---|---|")
+    for weight, rate, offset, margin in grid:
+        policy = dataclasses.replace(base, focus_margin=margin, sentence_weight=weight, false_refusal_rate=rate,
+                                     cross_language_offset=offset)
+        decider = RefusalDecider(policy)
         for r in recorded:
-            same, cross = thresholds(r.pseudo, r.sentences, dataclasses.replace(
-                base, false_refusal_rate=rate, cross_language_offset=offset))
+            same, cross = thresholds(r.pseudo, r.sentences, policy)
             parts = [r.questions, *halves(r.questions)]
             text = [" / ".join(f"{v:.3f}" for v in replay(part, decider, same, cross)) if part else "—"
                     for part in parts]
-            print(f"| {rate} | {offset} | {margin} | {r.name} | {text[0]} | {text[1]} | {text[2]} |")
+            print(f"| {weight} | {rate} | {offset} | {margin} | {r.name} | {text[0]} | {text[1]} | {text[2]} |")
     return 0
 
 

