@@ -330,12 +330,12 @@ def pseudo_question_scores(store: ChunkStore, embed_queries: Callable[[list[str]
     sentences = calibration_sentences(chunks, policy)
     questions = calibration_questions(sentences, policy.calibration_samples)
     texts, vectors, dense = [], [], []
-    for vector in embed_queries(questions) if questions else []:  # one batch: several times faster
-        hits = store.query(vector.tolist(), 1)
-        if hits:
-            texts.append(hits[0][0].text)
+    embedded = list(embed_queries(questions)) if questions else []  # one batch: several times faster
+    for vector, match in zip(embedded, store.best_matches([v.tolist() for v in embedded])):  # one search
+        if match is not None:
+            texts.append(match[0].text)
             vectors.append(np.asarray(vector, dtype=np.float32))
-            dense.append(hits[0][1])
+            dense.append(match[1])
     sentence = best_sentence_scores(texts, vectors, dense, sentence_vectors, policy)
     return list(zip(dense, sentence)), len(sentences)
 

@@ -385,6 +385,28 @@ class ChunkStore:
                 yield StoredChunk(chunk_id, text or "", _public_metadata(metadata))
             offset += len(ids)
 
+    def best_matches(self, embeddings: Sequence[Sequence[float]]) -> list[tuple[StoredChunk, float] | None]:
+        """The nearest chunk of each of many query vectors, with its cosine, in one Chroma call.
+
+        The refusal calibration searches hundreds of pseudo-questions; one
+        batched query instead of one call each saves about a second on a
+        large case. ``None`` for a query that found nothing (an empty store).
+        """
+        if not embeddings:
+            return []
+        result = self._call("search", lambda: self._collection.query(
+            query_embeddings=[list(map(float, e)) for e in embeddings], n_results=1,
+            include=["documents", "metadatas", "distances"]))
+        matches: list[tuple[StoredChunk, float] | None] = []
+        for ids, documents, metadatas, distances in zip(result["ids"], result["documents"] or [],
+                                                         result["metadatas"] or [], result["distances"] or []):
+            if not ids:
+                matches.append(None)
+                continue
+            chunk = StoredChunk(ids[0], documents[0] or "", _public_metadata(metadatas[0]))
+            matches.append((chunk, 1.0 - float(distances[0])))  # cosine space: distance is 1 - cos
+        return matches
+
     def query(self, embedding: Sequence[float], top_k: int) -> list[tuple[StoredChunk, float]]:
         """The ``top_k`` nearest chunks with their cosine similarity."""
         result = self._call("search", lambda: self._vectors.query(

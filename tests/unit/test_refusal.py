@@ -249,6 +249,18 @@ def test_calibration_scores_each_pseudo_question_like_a_real_question(demo_store
     assert mixed.policy == policy.calibration_key() != passage_only.policy
 
 
+def test_the_calibration_s_batched_search_finds_what_one_query_finds(demo_store) -> None:  # type: ignore[no-untyped-def]
+    store = demo_store.case._store
+    questions = ["Wer hat Mitto gegründet?", "Twitter beendet die Zusammenarbeit", "Wie wird das Wetter?"]
+    vectors = [v.tolist() for v in demo_store.case.answerer._retriever.embed_queries(questions)]
+    batched = store.best_matches(vectors)
+    for vector, match in zip(vectors, batched):
+        [(chunk, cosine)] = store.query(vector, 1)
+        assert match is not None and match[0].chunk_id == chunk.chunk_id and match[0].text == chunk.text
+        assert match[0].metadata == chunk.metadata and match[1] == pytest.approx(cosine, abs=1e-6)
+    assert store.best_matches([]) == []
+
+
 def test_an_index_run_recalibrates_when_the_refusal_policy_changed(tmp_path: Path) -> None:
     from bot.app import build_services
     from tests.conftest import DEMO_ARTICLES, make_settings
