@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from index.chunking import chunk_sentences
+from index.chunking import chunk_sentences, sentence_texts
 from index.retrieve import Retrieval
 from index.store import ChunkStore, StoredChunk
 from index.text import is_stopword, stems, supports, word_stems, words
@@ -157,8 +157,7 @@ SentenceVectors = Callable[[list[str]], list[np.ndarray]]  # texts -> their (nor
 
 def topic_sentences(text: str, policy: RefusalPolicy) -> list[str]:
     """The sentences of a passage that the topic score compares with a question."""
-    return [s for s in dict.fromkeys(x.strip() for x in chunk_sentences(text))
-            if len(s.split()) >= policy.topic_sentence_words]
+    return [s for s in dict.fromkeys(sentence_texts(text)) if len(s.split()) >= policy.topic_sentence_words]
 
 
 def best_sentence_scores(texts: Sequence[str], vectors: Sequence[np.ndarray], fallback: Sequence[float],
@@ -170,9 +169,11 @@ def best_sentence_scores(texts: Sequence[str], vectors: Sequence[np.ndarray], fa
     ``sentence_vectors`` at all, gives its ``fallback`` (the passage's own
     cosine), so the topic score is then the passage score.
     """
-    per_text = [topic_sentences(text, policy) if sentence_vectors is not None else [] for text in texts]
+    if sentence_vectors is None:
+        return list(fallback)
+    per_text = [topic_sentences(text, policy) for text in texts]
     distinct = list(dict.fromkeys(s for group in per_text for s in group))
-    if not distinct or sentence_vectors is None:
+    if not distinct:
         return list(fallback)
     found = dict(zip(distinct, sentence_vectors(distinct)))
     return [max((float(found[s] @ vector) for s in group), default=default)
@@ -331,10 +332,10 @@ def pseudo_question_scores(store: ChunkStore, embed_queries: Callable[[list[str]
     questions = calibration_questions(sentences, policy.calibration_samples)
     texts, vectors, dense = [], [], []
     embedded = list(embed_queries(questions)) if questions else []  # one batch: several times faster
-    for vector, match in zip(embedded, store.best_matches([v.tolist() for v in embedded])):  # one search
+    for vector, match in zip(embedded, store.best_matches(embedded)):  # one search for all
         if match is not None:
             texts.append(match[0].text)
-            vectors.append(np.asarray(vector, dtype=np.float32))
+            vectors.append(vector)
             dense.append(match[1])
     sentence = best_sentence_scores(texts, vectors, dense, sentence_vectors, policy)
     return list(zip(dense, sentence)), len(sentences)
