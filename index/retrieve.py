@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -57,51 +58,70 @@ class Retrieval:
     keywords: KeywordIndex
 
 
-_CACHE_FORMAT = "casebot-keywords-2"
+_CACHE_FORMAT = "casebot-keywords-3"
 _CHUNKS_FILE = "chunks.json"
+_SCALAR = (str, int, float, bool)
 
 
 def _write_keyword_cache(folder: Path, keywords: KeywordIndex) -> None:
-    """Write ``keywords`` into the new folder ``folder``: chunks with their stems, and the BM25 arrays."""
+    """Write ``keywords`` into the new folder ``folder``: chunks with their stems, and the BM25 arrays.
+
+    The document frequencies and the compound heads are stored as well, so
+    that loading does not split every chunk's stems again (a cold ask on a
+    large case would pay for it).
+    """
     rows = [
-        {"id": c.chunk_id, "text": c.text, "metadata": c.metadata, "stems": " ".join(tokens)}
-        for c, tokens in zip(keywords.chunks, keywords.stemmed)
+        {"id": c.chunk_id, "text": c.text, "metadata": c.metadata, "stems": stem_text}
+        for c, stem_text in zip(keywords.chunks, keywords.stem_texts())
     ]
     with (folder / _CHUNKS_FILE).open("w", encoding="utf-8") as file:
-        json.dump({"format": _CACHE_FORMAT, "chunks": rows}, file, ensure_ascii=False, separators=(",", ":"))
+        json.dump({"format": _CACHE_FORMAT, "chunks": rows, "doc_freq": keywords.doc_freq,
+                   "compound_heads": keywords.compound_heads}, file, ensure_ascii=False, separators=(",", ":"))
     if keywords.bm25 is not None:
         keywords.bm25.save(str(folder / "bm25"), show_progress=False)
     private_dir(folder, recursive=True)
 
 
-def _read_chunks(folder: Path) -> tuple[list[StoredChunk], list[list[str]]]:
-    """A cache folder's chunks and stems, checking every field's type (raises ValueError/TypeError/KeyError)."""
+def _read_cache_file(folder: Path) -> tuple[list[StoredChunk], list[str], dict[str, Any]]:
+    """A cache folder's chunks, their stems (space-separated) and the rest of the file.
+
+    Every field's type is checked (raises ValueError/TypeError/KeyError).
+    """
     with (folder / _CHUNKS_FILE).open(encoding="utf-8") as file:
         data = json.load(file)
     if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
         raise ValueError("not a keyword index cache")
     chunks: list[StoredChunk] = []
-    stemmed: list[list[str]] = []
+    stem_texts: list[str] = []
     for row in data["chunks"]:
         chunk_id, text, metadata, tokens = row["id"], row["text"], row["metadata"], row["stems"]
-        if not (isinstance(chunk_id, str) and isinstance(text, str) and isinstance(metadata, dict)
-                and isinstance(tokens, str)
-                and all(isinstance(v, str | int | float | bool) for v in metadata.values())):
+        if not (type(chunk_id) is str and type(text) is str and type(metadata) is dict and type(tokens) is str
+                and all(type(v) in _SCALAR for v in metadata.values())):
             raise TypeError("unexpected field types in the keyword index cache")
         chunks.append(StoredChunk(chunk_id, text, metadata))
-        stemmed.append(tokens.split())
-    return chunks, stemmed
+        stem_texts.append(tokens)
+    return chunks, stem_texts, data
+
+
+def _read_chunks(folder: Path) -> tuple[list[StoredChunk], list[list[str]]]:
+    """A cache folder's chunks and stems (for reusing the stems of unchanged chunks)."""
+    chunks, stem_texts, _ = _read_cache_file(folder)
+    return chunks, [tokens.split() for tokens in stem_texts]
 
 
 def _read_keyword_cache(folder: Path) -> KeywordIndex:
     """Load a cache folder; its BM25 arrays are read with numpy, without pickle."""
-    chunks, stemmed = _read_chunks(folder)
+    chunks, stem_texts, data = _read_cache_file(folder)
+    doc_freq, heads = data["doc_freq"], data["compound_heads"]
+    if not (type(doc_freq) is dict and all(type(v) is int for v in doc_freq.values())
+            and type(heads) is list and all(type(h) is str for h in heads)):
+        raise TypeError("unexpected document frequencies in the keyword index cache")
     bm25 = None
     if chunks:
         bm25 = bm25s.BM25.load(str(folder / "bm25"), allow_pickle=False)
         if bm25.scores.get("num_docs") != len(chunks):
             raise ValueError("the BM25 arrays do not match the chunks")
-    return KeywordIndex(chunks, stemmed, bm25)
+    return KeywordIndex.from_cache(chunks, stem_texts, bm25, doc_freq, heads)
 
 
 def reciprocal_rank_fusion(rankings: dict[str, Sequence[str]], k: int = 60,
@@ -134,7 +154,8 @@ class KeywordIndex:
                  bm25: bm25s.BM25 | None = None) -> None:
         """Index ``chunks``; ``stemmed`` (their stems) and ``bm25`` (their index, from the cache) save work."""
         self.chunks: list[StoredChunk] = []
-        self.stemmed: list[list[str]] = []
+        self._stemmed: list[list[str]] | None = []
+        self._stem_texts: list[str] | None = None
         corpus: list[list[str]] = []
         doc_freq: dict[str, int] = {}
         compounding: set[str] = set()
@@ -144,18 +165,44 @@ class KeywordIndex:
             else:
                 tokens = stems(chunk.text, str(chunk.metadata.get("language", "de")))
             self.chunks.append(chunk)
-            self.stemmed.append(tokens)
+            self._stemmed.append(tokens)
             corpus.append(tokens or ["\u2400"])  # bm25s needs a token per document
             for token in set(tokens):
                 doc_freq[token] = doc_freq.get(token, 0) + 1
             if str(chunk.metadata.get("language", "de")) in COMPOUNDING:
                 compounding.update(tokens)
-        self._doc_freq = doc_freq
-        self._reversed = sorted(stem[::-1] for stem in compounding)  # compound heads (see knows_word)
+        self.doc_freq = doc_freq
+        # Reversed stems of compounding languages, sorted: a word's stem is a compound's head if a
+        # reversed stem starts with its reversal (see knows_word).
+        self.compound_heads = sorted(stem[::-1] for stem in compounding)
         self.bm25 = bm25
         if corpus and bm25 is None:
             self.bm25 = bm25s.BM25()
             self.bm25.index(corpus, show_progress=False)
+
+    @classmethod
+    def from_cache(cls, chunks: list[StoredChunk], stem_texts: list[str], bm25: bm25s.BM25 | None,
+                   doc_freq: dict[str, int], compound_heads: list[str]) -> KeywordIndex:
+        """An index from its cache folder's parts: nothing is split or counted until needed."""
+        index = cls.__new__(cls)
+        index.chunks, index.bm25 = chunks, bm25
+        index._stemmed, index._stem_texts = None, stem_texts
+        index.doc_freq, index.compound_heads = doc_freq, compound_heads
+        return index
+
+    @property
+    def stemmed(self) -> list[list[str]]:
+        """Each chunk's stems."""
+        if self._stemmed is None:
+            assert self._stem_texts is not None
+            self._stemmed = [tokens.split() for tokens in self._stem_texts]
+        return self._stemmed
+
+    def stem_texts(self) -> list[str]:
+        """Each chunk's stems, space-separated (as cached)."""
+        if self._stem_texts is None:
+            return [" ".join(tokens) for tokens in self.stemmed]
+        return self._stem_texts
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -163,7 +210,7 @@ class KeywordIndex:
     def idf(self, stem: str) -> float:
         """Smoothed inverse document frequency; unseen words get the maximum."""
         n = max(len(self.chunks), 1)
-        df = self._doc_freq.get(stem, 0)
+        df = self.doc_freq.get(stem, 0)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
     def knows_word(self, variants: set[str]) -> bool:
@@ -171,14 +218,14 @@ class KeywordIndex:
 
         The same rule as :func:`index.text.supports`, over the whole corpus.
         """
-        if any(stem in self._doc_freq for stem in variants):
+        if any(stem in self.doc_freq for stem in variants):
             return True
         for head in variants:
             if len(head) < COMPOUND_HEAD:
                 continue
             key = head[::-1]
-            i = bisect.bisect_right(self._reversed, key)  # the first entry after the head itself
-            if i < len(self._reversed) and self._reversed[i].startswith(key):
+            i = bisect.bisect_right(self.compound_heads, key)  # the first entry after the head itself
+            if i < len(self.compound_heads) and self.compound_heads[i].startswith(key):
                 return True
         return False
 

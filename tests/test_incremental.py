@@ -176,6 +176,8 @@ def test_keyword_index_after_an_addition_equals_one_built_from_scratch(tmp_path:
     scratch = KeywordIndex(reader.case._store.iter_chunks())
     assert [c.chunk_id for c in cached.chunks] == [c.chunk_id for c in scratch.chunks]
     assert cached.stemmed == scratch.stemmed
+    # Stored with the cache rather than recounted on load: they must be the counts of these chunks.
+    assert cached.doc_freq == scratch.doc_freq and cached.compound_heads == scratch.compound_heads
     for question in ("Wie heißt das Schiff der Reederei?", "Welche Behörde hat Mitto ins Visier genommen?"):
         found = [(c.chunk_id, round(score, 5)) for c, score in cached.search(query_stems(question), 10)]
         assert found and found == [(c.chunk_id, round(score, 5)) for c, score in scratch.search(
@@ -251,7 +253,7 @@ def test_a_planted_keyword_cache_cannot_run_code(tmp_path: Path, articles: Path)
     (cache / f"{name}.pickle").write_bytes(pickle.dumps(Planted()))
     (cache / name).mkdir(exist_ok=True)
     (cache / name / "chunks.json").write_text(json.dumps(
-        {"format": "casebot-keywords-2", "chunks": [{"id": 1, "text": {}, "metadata": [], "stems": [2]}]}))
+        {"format": "casebot-keywords-3", "chunks": [{"id": 1, "text": {}, "metadata": [], "stems": [2]}]}))
     answer = build_services(settings).case.ask("Welche Behörde hat Mitto ins Visier genommen?")
     assert "EDÖB" in answer.text  # the odd JSON was ignored and the index rebuilt from the store
     assert not marker.exists()
