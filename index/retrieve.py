@@ -313,7 +313,8 @@ class HybridRetriever:
             try:
                 return _read_keyword_cache(folder)
             except Exception as error:  # any damaged or planted content (bm25s's own checks vary): rebuild
-                log.warning("replacing a damaged keyword index cache %s (%s)", folder.name, type(error).__name__)
+                log.warning("replacing an unreadable or outdated keyword index cache %s (%s)",
+                            folder.name, type(error).__name__)
                 shutil.rmtree(folder, ignore_errors=True)
         chunks = list(self._store.iter_chunks())
         keywords = KeywordIndex(chunks, self._reuse_stems(chunks, prefix, folder))
