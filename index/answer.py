@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.chunking import chunk_sentences
-from index.embeddings import QueryVectorCache, embedding_identity
+from index.embeddings import Embedder, QueryVectorCache, embedding_identity
 from index.files import private_dir
 from index.prompts import PromptLibrary
 from index.refusal import Calibration, RefusalDecider, RefusalPolicy, calibrate, focus_weights
@@ -181,7 +180,7 @@ class ExtractiveAnswerer:
     def __init__(
         self,
         retriever: HybridRetriever,
-        embedding: BaseEmbedding,
+        embedding: Embedder,
         prompts: PromptLibrary,
         policy: AnswerPolicy | None = None,
         default_language: str = "de",

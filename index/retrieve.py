@@ -22,9 +22,8 @@ from typing import Any
 
 import bm25s
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from index.embeddings import embed_queries
+from index.embeddings import Embedder, embed_queries
 from index.files import private_dir
 from index.store import ChunkStore, StoredChunk
 from index.text import COMPOUND_HEAD, COMPOUNDING, query_stems, stems
@@ -251,7 +250,7 @@ class HybridRetriever:
     def __init__(
         self,
         store: ChunkStore,
-        embedding: BaseEmbedding,
+        embedding: Embedder,
         dense_top_k: int = 20,
         keyword_top_k: int = 20,
         rrf_k: int = 60,

@@ -1,4 +1,4 @@
-"""The Chroma store, through llama-index's ``ChromaVectorStore``.
+"""The Chroma store: chunks are written through llama-index's ``ChromaVectorStore``.
 
 One collection holds every chunk with its vector, text and attribution; it is
 the single source of truth (no side docstore that could disagree with it).
@@ -43,9 +43,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from llama_index.core.schema import BaseNode, TextNode
-from llama_index.core.vector_stores.types import VectorStoreQuery
-from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from index.chunking import Chunk
 from index.errors import CasebotError, IndexMismatchError, StoreUnavailableError
@@ -229,7 +226,16 @@ class ChunkStore:
     def _use(self, collection: Any) -> None:
         with self._lock:
             self._collection = collection
-            self._vectors = ChromaVectorStore(chroma_collection=collection)
+            self._vectors: Any = None  # llama-index's ChromaVectorStore on it, made by the first write
+
+    def _vector_store(self) -> Any:
+        """llama-index's ``ChromaVectorStore`` on the current collection, which writes the chunks."""
+        from llama_index.vector_stores.chroma import ChromaVectorStore  # index time only (see query)
+
+        with self._lock:
+            if self._vectors is None:
+                self._vectors = ChromaVectorStore(chroma_collection=self._collection)
+            return self._vectors
 
     def _reopen(self) -> None:
         """Follow a collection another process dropped and created again (``--rebuild``)."""
@@ -408,17 +414,24 @@ class ChunkStore:
         return matches
 
     def query(self, embedding: Sequence[float], top_k: int) -> list[tuple[StoredChunk, float]]:
-        """The ``top_k`` nearest chunks with their cosine similarity."""
-        result = self._call("search", lambda: self._vectors.query(
-            VectorStoreQuery(query_embedding=list(embedding), similarity_top_k=top_k),
-            include=["documents", "metadatas", "distances"],
-        ))
-        hits = []
-        for node, similarity in zip(result.nodes or [], result.similarities or []):
-            # ChromaVectorStore reports exp(-distance); cosine distance is 1 - cos.
-            cosine = 1.0 + math.log(max(similarity, 1e-12))
-            hits.append((StoredChunk(node.node_id, node.get_content(), dict(node.metadata)), cosine))
-        return hits
+        """The ``top_k`` nearest chunks with their cosine similarity.
+
+        Read from the collection directly: the rows are the ones llama-index's
+        ``ChromaVectorStore`` wrote (text as the document, the chunk's fields
+        as metadata beside llama-index's own keys), and going through it would
+        import llama-index core (1.3 s) into every one-shot ``casebot ask``.
+        ``tests/unit/test_refusal.py`` checks that both reads agree.
+        """
+        result = self._call("search", lambda: self._collection.query(
+            query_embeddings=[list(map(float, embedding))], n_results=top_k,
+            include=["documents", "metadatas", "distances"]))
+        ids = result["ids"][0] if result["ids"] else []
+        documents = (result["documents"] or [[]])[0]
+        metadatas = (result["metadatas"] or [[]])[0]
+        distances = (result["distances"] or [[]])[0]
+        # cosine space: distance is 1 - cos
+        return [(StoredChunk(chunk_id, document or "", _public_metadata(metadata)), 1.0 - float(distance))
+                for chunk_id, document, metadata, distance in zip(ids, documents, metadatas, distances)]
 
     def embeddings(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of the given chunks (unit length, cosine space)."""
@@ -587,6 +600,8 @@ class ChunkStore:
         indexing time small. Call between :meth:`begin_write` and
         :meth:`end_write`.
         """
+        from llama_index.core.schema import BaseNode, TextNode  # index time only (see query)
+
         for article_id, _, _ in articles:
             self.remove_article(article_id)
         nodes: list[BaseNode] = [
@@ -601,7 +616,7 @@ class ChunkStore:
         heads = [n for n in nodes if n.metadata["position"] == 0]
         for part in (body, heads):
             if part:
-                self._call("write", lambda part=part: self._vectors.add(part))  # type: ignore[misc]
+                self._call("write", lambda part=part: self._vector_store().add(part))  # type: ignore[misc]
 
     def remove_article(self, article_id: str) -> None:
         """Delete every chunk of one article (chunk 0 first)."""

@@ -34,9 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from index.chunking import chunk_sentences
+from index.embeddings import Embedder
 from index.text import is_stopword, query_stems, word_stems, words
 
 # Negation cues in German and English. "no longer"/"nicht mehr" are covered by
@@ -135,7 +135,7 @@ class SupportChecker:
     back for every sentence of an answer.
     """
 
-    def __init__(self, embedding: BaseEmbedding, policy: SupportPolicy | None = None) -> None:
+    def __init__(self, embedding: Embedder, policy: SupportPolicy | None = None) -> None:
         self._embedding = embedding
         self.policy = policy or SupportPolicy()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()

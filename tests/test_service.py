@@ -12,6 +12,8 @@ import asyncio
 import json
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import pytest
 from bot.app import build_services
 from bot.conversation import Conversation, Incoming
 from bot.settings import collection_name
-from tests.casebot_process import Casebot, index_demo_case, run_casebot
+from tests.casebot_process import Casebot, casebot_env, index_demo_case, run_casebot
 from tests.conftest import DEMO_ARTICLES, REPO, make_settings
 from tests.integration.loopback import free_port
 
@@ -210,3 +212,16 @@ def test_two_cases_in_one_data_dir_do_not_mix(tmp_path: Path) -> None:
 def help_text(conversation: Conversation) -> str:
     reply = asyncio.run(conversation.handle(Incoming(chat_id="1", user_id="1", text="/help", language="en")))
     return reply.text
+
+
+def test_a_one_shot_ask_does_not_import_llama_index(tmp_path: Path, indexed: dict[str, str]) -> None:
+    # llama-index core takes about 1.3 s to import; answering needs none of it (chunks are read from
+    # Chroma directly, the default embedder is not a llama-index class), only indexing writes through it.
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "bot.cli", "ask", "Wer ist Ilja Gorelik?"],
+                            cwd=tmp_path, env=casebot_env(tmp_path, indexed), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[1]" in result.stdout and "Gorelik" in result.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert "chromadb" in imported  # the import trace is there ...
+    assert not [name for name in imported if name.startswith("llama_index")]  # ... and has no llama-index

@@ -3,6 +3,7 @@ calibration on a real store with the real embedder, and answer types that only r
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +260,23 @@ def test_the_calibration_s_batched_search_finds_what_one_query_finds(demo_store)
         assert match is not None and match[0].chunk_id == chunk.chunk_id and match[0].text == chunk.text
         assert match[0].metadata == chunk.metadata and match[1] == pytest.approx(cosine, abs=1e-6)
     assert store.best_matches([]) == []
+
+
+def test_the_store_reads_the_chunks_llama_index_wrote_as_llama_index_reads_them(demo_store) -> None:  # type: ignore[no-untyped-def]
+    from llama_index.core.vector_stores.types import VectorStoreQuery
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    store = demo_store.case._store
+    through_llama_index = ChromaVectorStore(chroma_collection=store._collection)
+    questions = ["Wer hat Mitto gegründet?", "Which US senator did Twitter inform?", "Wie wird das Wetter?"]
+    for vector in demo_store.case.answerer._retriever.embed_queries(questions):
+        direct = store.query(vector.tolist(), 6)
+        result = through_llama_index.query(VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=6))
+        assert len(direct) == 6 == len(result.nodes)
+        for (chunk, cosine), node, similarity in zip(direct, result.nodes, result.similarities):
+            assert chunk.chunk_id == node.node_id and chunk.text == node.get_content()
+            assert chunk.metadata == dict(node.metadata)
+            assert cosine == pytest.approx(1.0 + math.log(similarity), abs=1e-6)  # it reports exp(-distance)
 
 
 def test_an_index_run_recalibrates_when_the_refusal_policy_changed(tmp_path: Path) -> None:
