@@ -54,7 +54,7 @@ lint-deploy: install-dev
 	else echo "systemd-analyze not installed: deploy/casebot.service not checked"; fi
 
 test: lint
-	@echo "==> pytest (the whole suite, about 11 minutes on a 2-core machine)"
+	@echo "==> pytest (the whole suite, about 15 minutes on a 2-core machine)"
 	$(BIN)/python -m pytest
 
 bench: install-dev
