@@ -143,7 +143,7 @@ class AnswerSettings(BaseModel):
     """The extractive answerer's limits and its refusal threshold."""
 
     false_refusal_rate: float = Field(0.03, gt=0, lt=0.5)  # refusal calibration: see index/refusal.py
-    max_sentences: int = Field(3, ge=1, le=10)
+    max_sentences: int = Field(4, ge=1, le=10)
     max_quote_chars: int = Field(700, ge=100, le=4000)
 
 

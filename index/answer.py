@@ -91,7 +91,7 @@ class AnswerPolicy:
     """How many passages and sentences an extractive answer may use, and how they are scored."""
 
     passages: int = 4  # passages the answer may quote from
-    max_sentences: int = 3
+    max_sentences: int = 4  # the character budget and the score slack bind before a fourth sentence does
     max_quote_chars: int = 700
     lexical_weight: float = 0.06
     sentence_slack: float = 0.03  # how far behind the best a further sentence may score ...
