@@ -391,6 +391,26 @@ class ChunkStore:
                 yield StoredChunk(chunk_id, text or "", _public_metadata(metadata))
             offset += len(ids)
 
+    def _nearest(self, embeddings: Sequence[Sequence[float]], n: int) -> list[list[tuple[StoredChunk, float]]]:
+        """For each query vector, its ``n`` nearest chunks with their cosine, in one Chroma call.
+
+        Read from the collection directly: the rows are the ones llama-index's
+        ``ChromaVectorStore`` wrote (text as the document, the chunk's fields
+        as metadata beside llama-index's own keys), and going through it would
+        import llama-index core (1.3 s) into every one-shot ``casebot ask``.
+        ``tests/unit/test_refusal.py`` checks that both reads agree.
+        """
+        result = self._call("search", lambda: self._collection.query(
+            query_embeddings=[list(map(float, e)) for e in embeddings], n_results=n,
+            include=["documents", "metadatas", "distances"]))
+        return [
+            # cosine space: distance is 1 - cos
+            [(StoredChunk(chunk_id, document or "", _public_metadata(metadata)), 1.0 - float(distance))
+             for chunk_id, document, metadata, distance in zip(ids, documents, metadatas, distances)]
+            for ids, documents, metadatas, distances in zip(result["ids"], result["documents"] or [],
+                                                             result["metadatas"] or [], result["distances"] or [])
+        ]
+
     def best_matches(self, embeddings: Sequence[Sequence[float]]) -> list[tuple[StoredChunk, float] | None]:
         """The nearest chunk of each of many query vectors, with its cosine, in one Chroma call.
 
@@ -400,38 +420,11 @@ class ChunkStore:
         """
         if not embeddings:
             return []
-        result = self._call("search", lambda: self._collection.query(
-            query_embeddings=[list(map(float, e)) for e in embeddings], n_results=1,
-            include=["documents", "metadatas", "distances"]))
-        matches: list[tuple[StoredChunk, float] | None] = []
-        for ids, documents, metadatas, distances in zip(result["ids"], result["documents"] or [],
-                                                         result["metadatas"] or [], result["distances"] or []):
-            if not ids:
-                matches.append(None)
-                continue
-            chunk = StoredChunk(ids[0], documents[0] or "", _public_metadata(metadatas[0]))
-            matches.append((chunk, 1.0 - float(distances[0])))  # cosine space: distance is 1 - cos
-        return matches
+        return [hits[0] if hits else None for hits in self._nearest(embeddings, 1)]
 
     def query(self, embedding: Sequence[float], top_k: int) -> list[tuple[StoredChunk, float]]:
-        """The ``top_k`` nearest chunks with their cosine similarity.
-
-        Read from the collection directly: the rows are the ones llama-index's
-        ``ChromaVectorStore`` wrote (text as the document, the chunk's fields
-        as metadata beside llama-index's own keys), and going through it would
-        import llama-index core (1.3 s) into every one-shot ``casebot ask``.
-        ``tests/unit/test_refusal.py`` checks that both reads agree.
-        """
-        result = self._call("search", lambda: self._collection.query(
-            query_embeddings=[list(map(float, embedding))], n_results=top_k,
-            include=["documents", "metadatas", "distances"]))
-        ids = result["ids"][0] if result["ids"] else []
-        documents = (result["documents"] or [[]])[0]
-        metadatas = (result["metadatas"] or [[]])[0]
-        distances = (result["distances"] or [[]])[0]
-        # cosine space: distance is 1 - cos
-        return [(StoredChunk(chunk_id, document or "", _public_metadata(metadata)), 1.0 - float(distance))
-                for chunk_id, document, metadata, distance in zip(ids, documents, metadatas, distances)]
+        """The ``top_k`` nearest chunks with their cosine similarity (see :meth:`_nearest`)."""
+        return next(iter(self._nearest([embedding], top_k)), [])
 
     def embeddings(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of the given chunks (unit length, cosine space)."""
